@@ -12,7 +12,11 @@
 //! | 0x1C   | 4    | `magic` | [`DESC_MAGIC`]; anything else halts the channel (`ERR_DESC_RSVD`) |
 //!
 //! A *job* is one or more consecutive descriptors, the last with
-//! [`Flags::EOJ`]. The engine writes the writeback after every descriptor
+//! [`Flags::EOJ`]. Descriptors of a channel complete in order (HEAD never
+//! skips one), but the engine pipelines them: a later descriptor's reads may
+//! be issued before an earlier descriptor's writes have landed. A copy that
+//! reads what an earlier one wrote must wait for that earlier job's
+//! completion first. The engine writes the writeback after every descriptor
 //! that has `EOJ` or `IRQ` set and when the channel halts.
 //!
 //! # Writeback (16 bytes, little-endian, at the channel's `WB` IOVA)

@@ -62,6 +62,8 @@ pub fn sv_package() -> String {
     o.push_str("//   cargo run -p fdma-hw --bin fdma-hw-gen\n");
     o.push_str("// hw/tests/drift.rs fails while this file differs from what hw/ renders.\n\n");
     o.push_str("package fdma_hw_pkg;\n\n");
+    o.push_str("  // A contract package: every module uses only part of it.\n");
+    o.push_str("  /* verilator lint_off UNUSEDPARAM */\n\n");
 
     o.push_str("  // ---- identity\n");
     let _ = writeln!(
@@ -211,6 +213,6 @@ pub fn sv_package() -> String {
     ] {
         let _ = writeln!(o, "  localparam int WB_OFF_{n:<9} = {v};");
     }
-    o.push_str("\nendpackage\n");
+    o.push_str("\n  /* verilator lint_on UNUSEDPARAM */\n\nendpackage\n");
     o
 }

@@ -5,6 +5,9 @@
 
 package fdma_hw_pkg;
 
+  // A contract package: every module uses only part of it.
+  /* verilator lint_off UNUSEDPARAM */
+
   // ---- identity
   localparam logic [31:0] ID_VALUE = 32'hFD3A_0100;
   localparam logic [15:0] PCI_VENDOR_ID = 16'h1234;
@@ -179,5 +182,7 @@ package fdma_hw_pkg;
   localparam int WB_OFF_STATUS    = 4;
   localparam int WB_OFF_ERR_INDEX = 8;
   localparam int WB_OFF_COUNT     = 12;
+
+  /* verilator lint_on UNUSEDPARAM */
 
 endpackage
