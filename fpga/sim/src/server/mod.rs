@@ -1,0 +1,377 @@
+//! The vfio-user device server: the simulated card presented to one client
+//! at a time over a UNIX socket, as a PCI device with
+//!
+//! * region 7, configuration space (256 bytes, emulated: see [`regions`]);
+//! * region 0, BAR0: registers trapped to the card's RTL, then the MSI-X
+//!   table and PBA (no mmap);
+//! * region 2, BAR2: card memory, readable, writable and mmappable (the
+//!   card's memfd, with a sparse-mmap capability covering the whole BAR);
+//! * the MSI-X IRQ index with one vector per channel plus the error vector,
+//!   signalled through eventfds ([`irqs`]).
+//!
+//! DMA mappings go into the IOMMU the card reaches host memory through
+//! ([`dma`]). A second client connecting while one is served gets an EBUSY
+//! error reply to its first message and is disconnected. When the client
+//! disconnects, every DMA mapping is removed and every eventfd closed; the
+//! device state (registers, card memory) stays, as the spec asks.
+//!
+//! # Main loop
+//!
+//! One thread polls the listening socket, the client's socket, the control
+//! socket and its clients. While the card has work (not quiescent) it is
+//! clocked in slices of [`ServerConfig::slice_cycles`] between polls with a
+//! zero poll timeout, and the interrupts it raised are delivered after each
+//! slice; when it is quiescent the loop blocks in poll and costs no CPU.
+//!
+//! # Control socket
+//!
+//! `<socket>.ctl`, mode 0600, takes one command per line. Each answer is
+//! zero or more data lines followed by `ok`, or a single `err <reason>`:
+//!
+//! | command                                | effect                                           |
+//! |----------------------------------------|--------------------------------------------------|
+//! | `status`                               | `cycles N quiescent 0/1 dead 0/1 client 0/1 bus_master 0/1 mappings N irqs N faults N` |
+//! | `faults`                               | the simulator faults now set                     |
+//! | `fault link-down on\|off`              | link down: reads all ones, writes and DMA dropped |
+//! | `fault die-after N\|off`               | the device dies N cycles from now                 |
+//! | `fault dma-reply-delay MS`             | delay every client-served DMA request by MS ms    |
+//! | `fault dma-reply-fail-after N\|off`    | fail every client-served DMA request after N more |
+//! | `fault-log`                            | one line per fault record, oldest first           |
+//! | `fault-log clear`                      | empty the fault log                               |
+
+pub mod control;
+pub mod dma;
+pub mod error;
+pub mod irqs;
+pub mod regions;
+pub mod session;
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdma_vfio_user::{Connection, Error as ProtoError, Limits};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::card::{Card, RunOutcome, SimConfig};
+use crate::hostmem::Iommu;
+use control::CtlConn;
+use dma::DmaFaults;
+pub use error::ServerError;
+use regions::Device;
+use session::Session;
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Path of the vfio-user socket; the control socket is this plus `.ctl`.
+    pub socket: PathBuf,
+    /// Largest data transfer the server accepts and announces.
+    pub max_data_xfer_size: u64,
+    /// Wall-clock limit for a client's DMA reply (contract D1).
+    pub dma_reply_timeout: Duration,
+    /// Cycles the card is clocked between polls while busy.
+    pub slice_cycles: u64,
+}
+
+impl ServerConfig {
+    /// Defaults for `socket`: 1 MiB transfers, 5 s DMA reply limit,
+    /// 10,000-cycle slices.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            socket: socket.into(),
+            max_data_xfer_size: 1 << 20,
+            dma_reply_timeout: Duration::from_secs(5),
+            slice_cycles: 10_000,
+        }
+    }
+}
+
+/// Options sessions need.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Largest data transfer accepted.
+    pub max_data_xfer_size: u64,
+    /// DMA reply limit.
+    pub dma_reply_timeout: Duration,
+}
+
+/// The device side shared by sessions and the control socket.
+pub struct Core {
+    /// The simulated card.
+    pub card: Card,
+    /// The client's DMA mappings.
+    pub iommu: Iommu,
+    /// Configuration space and MSI-X.
+    pub device: Device,
+    /// Client-served DMA faults (kept in step with the card's `SimFaults`).
+    pub dma_faults: Arc<Mutex<DmaFaults>>,
+    /// Session options.
+    pub opts: Options,
+}
+
+impl Core {
+    /// Deliver the interrupts the card raised.
+    pub fn deliver_irqs(&mut self, scratch: &mut Vec<u16>) {
+        self.card.drain_irqs(scratch);
+        let g = self.device.gate();
+        for v in scratch.drain(..) {
+            self.device.msix.raise(v, g);
+        }
+    }
+}
+
+/// The server.
+pub struct Server {
+    cfg: ServerConfig,
+    ctl_path: PathBuf,
+    core: Core,
+    listener: UnixListener,
+    ctl: UnixListener,
+    ctl_conns: Vec<CtlConn>,
+    session: Option<Session>,
+    irq_scratch: Vec<u16>,
+}
+
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => log::info!("removed stale socket {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ServerError::io("remove", path.display(), e)),
+    }
+    // Create the socket with no access for others from the start.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.map_err(|e| ServerError::io("bind", path.display(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::io("chmod", path.display(), e))?;
+    Ok(l)
+}
+
+impl Server {
+    /// Build the card and bind the sockets.
+    pub fn new(cfg: ServerConfig, sim: SimConfig) -> Result<Server, ServerError> {
+        let faults = DmaFaults {
+            reply_delay_ms: sim.faults.dma_reply_delay_ms,
+            fail_after: sim.faults.dma_reply_fail_after,
+        };
+        let card = Card::new(sim)?;
+        let device = Device::new(card.engine());
+        let listener = bind(&cfg.socket)?;
+        let mut ctl_path = cfg.socket.clone().into_os_string();
+        ctl_path.push(".ctl");
+        let ctl_path = PathBuf::from(ctl_path);
+        let ctl = bind(&ctl_path)?;
+        let opts = Options {
+            max_data_xfer_size: cfg.max_data_xfer_size,
+            dma_reply_timeout: cfg.dma_reply_timeout,
+        };
+        Ok(Server {
+            ctl_path,
+            core: Core {
+                card,
+                iommu: Iommu::new(),
+                device,
+                dma_faults: Arc::new(Mutex::new(faults)),
+                opts,
+            },
+            listener,
+            ctl,
+            ctl_conns: Vec::new(),
+            session: None,
+            irq_scratch: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// The card and the state around it.
+    pub fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn end_session(&mut self, why: &str) {
+        if self.session.take().is_some() {
+            let maps = self.core.iommu.unmap_all();
+            self.core.device.msix.disconnect();
+            log::info!(
+                "client disconnected ({why}); removed {} DMA mappings",
+                maps.len()
+            );
+        }
+    }
+
+    fn accept(&mut self) {
+        let (sock, _) = match self.listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                return;
+            }
+        };
+        if self.session.is_some() {
+            reject_busy(sock);
+            return;
+        }
+        match Connection::new(sock, Session::negotiated_limits(&self.core)) {
+            Ok(c) => {
+                log::info!("client connected");
+                self.session = Some(Session::new(c));
+            }
+            Err(e) => log::warn!("cannot set up client connection: {e}"),
+        }
+    }
+
+    fn serve_client(&mut self) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let r = match s.conn.recv(Some(Duration::from_secs(5))) {
+            Ok(m) => s.handle(&mut self.core, m),
+            Err(ProtoError::Closed) => {
+                self.end_session("closed");
+                return;
+            }
+            Err(e) => match e.reply_target() {
+                Some((id, cmd)) => s
+                    .conn
+                    .send_error(id, cmd, e.errno())
+                    .map_err(ServerError::from),
+                None => Err(e.into()),
+            },
+        };
+        if let Err(e) = r {
+            log::warn!("ending session: {e}: {}", error_chain(&e));
+            self.end_session("error");
+        }
+    }
+
+    fn drain_pending(&mut self) {
+        while let Some(s) = self.session.as_mut() {
+            let Some(m) = s.next_pending() else { break };
+            if let Err(e) = s.handle(&mut self.core, m) {
+                log::warn!("ending session: {e}");
+                self.end_session("error");
+            }
+            self.core.deliver_irqs(&mut self.irq_scratch);
+        }
+    }
+
+    /// Serve until `stop` becomes readable (e.g. a signalfd for SIGTERM).
+    pub fn run(&mut self, stop: Option<BorrowedFd<'_>>) -> Result<(), ServerError> {
+        log::info!(
+            "serving {} (control {})",
+            self.cfg.socket.display(),
+            self.ctl_path.display()
+        );
+        loop {
+            self.drain_pending();
+            let busy = !self.core.card.is_quiescent() && !self.core.card.is_dead();
+            let (lst, ctl, sess, stp, ctls) = {
+                let mut fds = vec![
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
+                ];
+                let sess = self.session.as_ref().map(|s| {
+                    fds.push(PollFd::new(s.conn.as_fd(), PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+                let stp = stop.map(|f| {
+                    fds.push(PollFd::new(f, PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+                let base = fds.len();
+                for c in &self.ctl_conns {
+                    fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
+                }
+                let timeout = if busy {
+                    PollTimeout::ZERO
+                } else {
+                    PollTimeout::NONE
+                };
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(ServerError::io("poll", "server sockets", e.into())),
+                }
+                let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+                let ctls: Vec<bool> = (0..self.ctl_conns.len()).map(|i| ready(base + i)).collect();
+                (
+                    ready(0),
+                    ready(1),
+                    sess.is_some_and(ready),
+                    stp.is_some_and(ready),
+                    ctls,
+                )
+            };
+            if stp {
+                log::info!("stop requested");
+                break;
+            }
+            if lst {
+                self.accept();
+            }
+            if ctl {
+                match self.ctl.accept().and_then(|(s, _)| CtlConn::new(s)) {
+                    Ok(c) => self.ctl_conns.push(c),
+                    Err(e) => log::warn!("control accept: {e}"),
+                }
+            }
+            let client = self.session.is_some();
+            let mut keep = Vec::with_capacity(self.ctl_conns.len());
+            for (i, mut c) in std::mem::take(&mut self.ctl_conns).into_iter().enumerate() {
+                if !ctls.get(i).copied().unwrap_or(false) || c.service(&mut self.core, client) {
+                    keep.push(c);
+                }
+            }
+            self.ctl_conns = keep;
+            if sess {
+                self.serve_client();
+            }
+            self.core.deliver_irqs(&mut self.irq_scratch);
+            if !self.core.card.is_quiescent() && !self.core.card.is_dead() {
+                let slice = self.cfg.slice_cycles;
+                if self.core.card.run(&mut self.core.iommu, slice) == RunOutcome::Dead {
+                    log::warn!("the device died at cycle {}", self.core.card.cycles());
+                }
+                self.core.deliver_irqs(&mut self.irq_scratch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cfg.socket);
+        let _ = std::fs::remove_file(&self.ctl_path);
+    }
+}
+
+/// Answer a second client's first message with EBUSY and drop it. Waits at
+/// most a second for that message.
+fn reject_busy(sock: UnixStream) {
+    let Ok(c) = Connection::new(sock, Limits::default()) else {
+        return;
+    };
+    match c.recv(Some(Duration::from_secs(1))) {
+        Ok(m) => {
+            log::info!("refusing a second client (EBUSY)");
+            let _ = c.send_error(m.header.msg_id, m.header.command, libc::EBUSY);
+        }
+        Err(e) => log::info!("second client sent nothing usable: {e}"),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&c.to_string());
+        s.push_str("; ");
+        cur = c.source();
+    }
+    s
+}
