@@ -272,3 +272,33 @@ fn iommu_faults_and_protocol_errors() {
     assert!(sim.ctl("faults")[0].contains("dma-reply-fail-after 3"));
     sim.ctl("fault dma-reply-fail-after off");
 }
+
+#[test]
+fn disconnect_unmaps_everything_and_keeps_device_state() {
+    let sim = start();
+    let status = |sim: &Sim| sim.ctl("status").join(" ");
+    {
+        let mut c = connect(&sim);
+        c.set(regs::SCRATCH.offset, 0x1234_5678);
+        assert!(status(&sim).contains("client 1"), "{}", status(&sim));
+        assert!(status(&sim).contains("mappings 2"), "{}", status(&sim));
+    }
+    // The server notices the closed socket and cleans up (bounded wait).
+    let t0 = std::time::Instant::now();
+    while !status(&sim).contains("client 0") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            status(&sim)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        status(&sim).contains("mappings 0"),
+        "DMA unmapped on disconnect: {}",
+        status(&sim)
+    );
+    // A new client is served, and the device kept its state (per the spec).
+    let mut c = connect(&sim);
+    assert_eq!(c.reg(regs::SCRATCH.offset), 0x1234_5678);
+}
