@@ -62,17 +62,15 @@ impl LinkModel {
     };
 }
 
-/// Faults only a simulator can inject (contract D7).
+/// Faults only a simulator can inject at the card (contract D7). Failed or
+/// slow replies to client-served DMA belong to the server's DMA link
+/// (`server::DmaFaults`), the only place they act.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimFaults {
     /// The link is down: register reads return all ones, writes and DMA are dropped.
     pub link_down: bool,
     /// The device dies this many cycles after the value is set (or after creation).
     pub die_after_cycles: Option<u64>,
-    /// Delay before answering each DMA request served by the client (server side).
-    pub dma_reply_delay_ms: u64,
-    /// After this many more client-served DMA requests, fail every further one (server side).
-    pub dma_reply_fail_after: Option<u64>,
 }
 
 /// How to build the card.

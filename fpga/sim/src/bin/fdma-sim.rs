@@ -72,14 +72,16 @@ fn main() -> anyhow::Result<()> {
         faults: SimFaults {
             link_down: a.link_down,
             die_after_cycles: a.die_after,
-            dma_reply_delay_ms: a.dma_reply_delay_ms,
-            dma_reply_fail_after: a.dma_reply_fail_after,
         },
         trace: a.trace,
     };
     let mut cfg = ServerConfig::new(&a.socket);
     cfg.max_data_xfer_size = a.max_data_xfer_size.max(4096);
     cfg.dma_reply_timeout = Duration::from_millis(a.dma_reply_timeout_ms);
+    cfg.dma_faults = fdma_sim::server::DmaFaults {
+        reply_delay_ms: a.dma_reply_delay_ms,
+        fail_after: a.dma_reply_fail_after,
+    };
 
     // Block SIGTERM and SIGINT and read them from a signalfd the main loop
     // polls, so a signal can never slip in between a check and a blocking poll.

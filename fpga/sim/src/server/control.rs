@@ -121,7 +121,6 @@ fn command(core: &mut Core, client: bool, line: &str) -> Result<Vec<String>, Str
         }
         ["fault", "dma-reply-delay", v] => {
             let ms = parse_opt(Some(v))?.unwrap_or(0);
-            core.card.faults_mut().dma_reply_delay_ms = ms;
             core.dma_faults
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -130,7 +129,6 @@ fn command(core: &mut Core, client: bool, line: &str) -> Result<Vec<String>, Str
         }
         ["fault", "dma-reply-fail-after", v] => {
             let n = parse_opt(Some(v))?;
-            core.card.faults_mut().dma_reply_fail_after = n;
             core.dma_faults
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -11,7 +11,7 @@
 //!   waits at most a wall-clock limit for its reply (contract D1): past it
 //!   a read completes with [`DmaError::ClientTimeout`] (the engine sees a read
 //!   error) and a write is dropped and logged. The simulator faults
-//!   `dma_reply_delay_ms` and `dma_reply_fail_after` (D7) apply here.
+//!   [`DmaFaults`] (D7: slow or failing replies) apply here.
 //!
 //! DMA_UNMAP drains in-flight accesses for free: the card performs host
 //! accesses synchronously inside `Card::run` and register accesses, and the

@@ -59,7 +59,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::card::{Card, RunOutcome, SimConfig};
 use crate::hostmem::Iommu;
 use control::CtlConn;
-use dma::DmaFaults;
+pub use dma::DmaFaults;
 pub use error::ServerError;
 use regions::Device;
 use session::Session;
@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub dma_reply_timeout: Duration,
     /// Cycles the card is clocked between polls while busy.
     pub slice_cycles: u64,
+    /// Faults injected into client-served DMA replies from the start (D7).
+    pub dma_faults: DmaFaults,
 }
 
 impl ServerConfig {
@@ -86,6 +88,7 @@ impl ServerConfig {
             max_data_xfer_size: 1 << 20,
             dma_reply_timeout: Duration::from_secs(5),
             slice_cycles: 10_000,
+            dma_faults: DmaFaults::default(),
         }
     }
 }
@@ -155,10 +158,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 impl Server {
     /// Build the card and bind the sockets.
     pub fn new(cfg: ServerConfig, sim: SimConfig) -> Result<Server, ServerError> {
-        let faults = DmaFaults {
-            reply_delay_ms: sim.faults.dma_reply_delay_ms,
-            fail_after: sim.faults.dma_reply_fail_after,
-        };
+        let faults = cfg.dma_faults;
         let card = Card::new(sim)?;
         let device = Device::new(card.engine());
         let listener = bind(&cfg.socket)?;
