@@ -7,15 +7,9 @@
 //! the copy size). Figures are for this machine at this moment: compare rows
 //! of one run, not runs of different days.
 
-use fdma_hw::desc::{Descriptor, Direction};
-use fdma_hw::regs::{self, channel_reg};
-use fdma_sim::card::{Card, LinkModel, RunOutcome, SimConfig};
-use fdma_sim::hostmem::{Iommu, Prot, VecBacking};
-use std::time::Instant;
-
-const RING: u64 = 0x1000_0000;
-const WB: u64 = 0x2000_0000;
-const DATA: u64 = 0x4000_0000;
+use fdma_hw::desc::Direction;
+use fdma_sim::card::LinkModel;
+use fdma_sim::modelrun;
 
 struct Row {
     name: String,
@@ -27,71 +21,13 @@ struct Row {
 }
 
 fn one(name: &str, link: LinkModel, dir: Direction, bytes: u32) -> Row {
-    let mut card = Card::new(SimConfig {
-        link,
-        ..SimConfig::default()
-    })
-    .expect("card");
-    card.set_bus_master(true);
-    let mut host = Iommu::new();
-    host.map(RING, 4096, Prot::RW, Box::new(VecBacking(vec![0; 4096])))
-        .unwrap();
-    host.map(WB, 4096, Prot::RW, Box::new(VecBacking(vec![0; 4096])))
-        .unwrap();
-    host.map(
-        DATA,
-        bytes as u64,
-        Prot::RW,
-        Box::new(VecBacking(vec![0x5a; bytes as usize])),
-    )
-    .unwrap();
-    let w = |card: &mut Card, host: &mut Iommu, off: u32, v: u32| card.reg_write(host, off, v);
-    w(&mut card, &mut host, regs::GCTRL.offset, 1);
-    let c = |r: &regs::Register| channel_reg(0, r);
-    w(&mut card, &mut host, c(&regs::CH_RING_LO), RING as u32);
-    w(&mut card, &mut host, c(&regs::CH_RING_SIZE), 16);
-    w(&mut card, &mut host, c(&regs::CH_WB_LO), WB as u32);
-    w(&mut card, &mut host, c(&regs::CH_CTRL), 1);
-    let (src, dst) = match dir {
-        Direction::HostToCard => (DATA, 0),
-        Direction::CardToHost => (0, DATA),
-        Direction::HostToHost => (DATA, DATA),
-    };
-    // Split into descriptors of at most 16 MiB so any size fits the ring.
-    let mut descs = Vec::new();
-    let mut off = 0u64;
-    while off < bytes as u64 {
-        let n = (bytes as u64 - off).min(16 << 20) as u32;
-        descs.push(Descriptor::new(
-            dir,
-            src + off,
-            dst + off,
-            n,
-            false,
-            off + n as u64 == bytes as u64,
-            0,
-        ));
-        off += n as u64;
-    }
-    use fdma_sim::hostmem::HostMemory;
-    for (i, d) in descs.iter().enumerate() {
-        host.write(RING + i as u64 * 32, &d.to_bytes()).unwrap();
-    }
-    let c0 = card.cycles();
-    let t0 = Instant::now();
-    w(&mut card, &mut host, c(&regs::CH_TAIL), descs.len() as u32);
-    let r = card.run(&mut host, u64::MAX);
-    let secs = t0.elapsed().as_secs_f64();
-    assert_eq!(r, RunOutcome::Quiescent);
-    let head = card.reg_read(&mut host, c(&regs::CH_HEAD));
-    assert_eq!(head as usize, descs.len(), "copy completed");
-    let max_out = card.reg_read(&mut host, regs::RD_OUTSTANDING_MAX.offset);
+    let r = modelrun::copy(link, dir, bytes, 1).expect("model run");
     Row {
         name: name.to_string(),
-        cycles: card.cycles() - c0,
-        secs,
-        bytes: bytes as u64,
-        max_out,
+        cycles: r.cycles,
+        secs: r.secs,
+        bytes: r.bytes,
+        max_out: r.max_reads_outstanding,
         latency: if link.enabled {
             link.read_latency_cycles
         } else {

@@ -103,6 +103,9 @@ pub enum SimError {
         /// Reported by CAP0..CAP2.
         actual: Box<EngineConfig>,
     },
+    /// A run of the model did not end as it must (see [`crate::modelrun`]).
+    #[error("model run failed: {0}")]
+    Run(String),
 }
 
 /// Why [`Card::run`] returned.

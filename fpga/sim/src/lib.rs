@@ -16,7 +16,9 @@
 
 pub mod card;
 pub mod cardmem;
+pub mod cli;
 pub mod faultlog;
 pub mod hostmem;
+pub mod modelrun;
 pub mod rtl;
 pub mod server;
