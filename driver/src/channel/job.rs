@@ -1,0 +1,225 @@
+//! Jobs: scatter-gather lists of copies, in any direction, lowered to
+//! descriptors.
+
+use crate::error::{Error, Result};
+use crate::mem::DmaBuffer;
+use fdma_hw::desc::Direction;
+use fdma_hw::EngineConfig;
+
+/// One side of a copy.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A driver buffer at a byte offset (tracked by its reservation).
+    Buffer {
+        /// The buffer; the job keeps it alive until its fence signals.
+        buf: DmaBuffer,
+        /// Byte offset in the buffer.
+        offset: usize,
+    },
+    /// A raw host IOVA the caller mapped itself (a registration), or one
+    /// that is not mapped at all (the IOMMU will refuse it, D3).
+    Iova(u64),
+    /// An offset in card memory.
+    Card(u64),
+}
+
+/// One copy of a job.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Source.
+    pub src: Endpoint,
+    /// Destination.
+    pub dst: Endpoint,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// A job: one or more copies, completed together by one fence.
+///
+/// ```no_run
+/// # fn f(dev: &fdma::Device) -> fdma::Result<()> {
+/// let buf = dev.alloc(4096)?;
+/// let mut job = fdma::Job::new();
+/// job.h2c(&buf, 0, 0x1000, 4096).c2h(0x1000, &buf, 0, 4096);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Job {
+    pub(crate) segs: Vec<Segment>,
+}
+
+/// A descriptor to write, before ring placement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoweredDesc {
+    pub dir: Direction,
+    pub src: u64,
+    pub dst: u64,
+    pub len: u32,
+}
+
+/// A job checked and split into descriptors.
+#[derive(Debug, Default)]
+pub(crate) struct Lowered {
+    pub descs: Vec<LoweredDesc>,
+    /// Buffers the device reads (Read usage) and writes (Write usage).
+    pub reads: Vec<DmaBuffer>,
+    pub writes: Vec<DmaBuffer>,
+    pub bytes: u64,
+}
+
+impl Job {
+    /// An empty job.
+    pub fn new() -> Job {
+        Job::default()
+    }
+
+    /// Add any copy.
+    pub fn push(&mut self, src: Endpoint, dst: Endpoint, len: u64) -> &mut Job {
+        self.segs.push(Segment { src, dst, len });
+        self
+    }
+
+    /// Host buffer to card memory.
+    pub fn h2c(&mut self, src: &DmaBuffer, src_off: usize, card: u64, len: usize) -> &mut Job {
+        self.push(
+            Endpoint::Buffer {
+                buf: src.clone(),
+                offset: src_off,
+            },
+            Endpoint::Card(card),
+            len as u64,
+        )
+    }
+
+    /// Card memory to a host buffer.
+    pub fn c2h(&mut self, card: u64, dst: &DmaBuffer, dst_off: usize, len: usize) -> &mut Job {
+        self.push(
+            Endpoint::Card(card),
+            Endpoint::Buffer {
+                buf: dst.clone(),
+                offset: dst_off,
+            },
+            len as u64,
+        )
+    }
+
+    /// Host buffer to host buffer.
+    pub fn h2h(
+        &mut self,
+        src: &DmaBuffer,
+        src_off: usize,
+        dst: &DmaBuffer,
+        dst_off: usize,
+        len: usize,
+    ) -> &mut Job {
+        self.push(
+            Endpoint::Buffer {
+                buf: src.clone(),
+                offset: src_off,
+            },
+            Endpoint::Buffer {
+                buf: dst.clone(),
+                offset: dst_off,
+            },
+            len as u64,
+        )
+    }
+
+    /// Number of copies.
+    pub fn segments(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Total bytes moved.
+    pub fn bytes(&self) -> u64 {
+        self.segs.iter().map(|s| s.len).sum()
+    }
+
+    /// Check every copy against the engine and the buffers, split copies
+    /// longer than the descriptor limit, and collect the buffers. Nothing
+    /// is touched when this fails.
+    pub(crate) fn lower(&self, cfg: &EngineConfig) -> Result<Lowered> {
+        if self.segs.is_empty() {
+            return Err(Error::Invalid("empty job".into()));
+        }
+        let mut out = Lowered::default();
+        let card = cfg.card_mem_bytes();
+        let max = cfg.max_desc_len() as u64;
+        for (i, s) in self.segs.iter().enumerate() {
+            if s.len == 0 {
+                return Err(Error::Invalid(format!("segment {i}: zero length")));
+            }
+            let host = |e: &Endpoint, write: bool, out: &mut Lowered| -> Result<Option<u64>> {
+                Ok(match e {
+                    Endpoint::Buffer { buf, offset } => {
+                        let end = (*offset as u64).checked_add(s.len);
+                        if !end.is_some_and(|e| e <= buf.len() as u64) {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: {} bytes at offset {offset} outside a buffer of {} bytes",
+                                s.len,
+                                buf.len()
+                            )));
+                        }
+                        if write {
+                            out.writes.push(buf.clone());
+                        } else {
+                            out.reads.push(buf.clone());
+                        }
+                        Some(buf.iova() + *offset as u64)
+                    }
+                    Endpoint::Iova(a) => {
+                        if a.checked_add(s.len).is_none() {
+                            return Err(Error::Invalid(format!("segment {i}: IOVA range wraps")));
+                        }
+                        Some(*a)
+                    }
+                    Endpoint::Card(_) => None,
+                })
+            };
+            let card_ok = |a: u64| -> Result<u64> {
+                if a >= card || card - a < s.len {
+                    return Err(Error::Invalid(format!(
+                        "segment {i}: card range {a:#x}+{:#x} outside card memory of {card:#x} bytes",
+                        s.len
+                    )));
+                }
+                Ok(a)
+            };
+            let (dir, src, dst) = match (&s.src, &s.dst) {
+                (Endpoint::Card(_), Endpoint::Card(_)) => {
+                    return Err(Error::Invalid(format!(
+                        "segment {i}: card-to-card copies are not supported by the engine"
+                    )))
+                }
+                (Endpoint::Card(c), d) => (
+                    Direction::CardToHost,
+                    card_ok(*c)?,
+                    host(d, true, &mut out)?.expect("host"),
+                ),
+                (sr, Endpoint::Card(c)) => (
+                    Direction::HostToCard,
+                    host(sr, false, &mut out)?.expect("host"),
+                    card_ok(*c)?,
+                ),
+                (sr, d) => (
+                    Direction::HostToHost,
+                    host(sr, false, &mut out)?.expect("host"),
+                    host(d, true, &mut out)?.expect("host"),
+                ),
+            };
+            let mut done = 0u64;
+            while done < s.len {
+                let n = (s.len - done).min(max);
+                out.descs.push(LoweredDesc {
+                    dir,
+                    src: src + done,
+                    dst: dst + done,
+                    len: n as u32,
+                });
+                done += n;
+            }
+            out.bytes += s.len;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,915 @@
+//! Channels: one hardware descriptor ring each, its jobs and their fences.
+//!
+//! # Model
+//!
+//! A channel owns a ring of `ring_size` descriptors in driver DMA memory and
+//! a 16-byte writeback area. Software keeps two free-running indices: `tail`
+//! (one past the last descriptor written) and `head` (every descriptor
+//! before it is known complete). A [`Job`] is lowered to consecutive
+//! descriptors, the last flagged end-of-job (and interrupt, in interrupt
+//! mode); [`Channel::submit`] writes them, creates the job's fence on the
+//! channel's [`Timeline`], and rings the doorbell (a posted write of `TAIL`,
+//! after a release fence).
+//!
+//! Completion is read only from the writeback area and the `HEAD` register
+//! (D6): interrupts merely say "look now". Lost, duplicated or spurious
+//! interrupts therefore change nothing, and the watchdog looks periodically
+//! anyway. Every value from the device is range-checked before use (D2): a
+//! head outside `[head, tail]` or an error index outside the in-flight
+//! window is ignored and counted, never followed.
+//!
+//! # Rules enforced here
+//!
+//! * F3 — every in-flight fence signals in bounded time: on completion, on a
+//!   device error (the failing job gets the error, later jobs `Cancelled`,
+//!   F4), when the watchdog finds no progress for `stall_cycles` device
+//!   cycles (`Hung`), on reset (`Cancelled`), on loss (`DeviceLost`), and on
+//!   close.
+//! * F10 — [`ChannelCore::process`] and the failure paths run in a
+//!   signalling section: no allocation (queues are preallocated to the ring
+//!   size), no logging, no reservation locks. Completed jobs, with their
+//!   buffers and signallers, move to a per-channel done queue that the
+//!   reclaim thread (or the next submitter) drains.
+//! * D4 — a halted or hung channel refuses new jobs until [`Channel::reset`]
+//!   resets it, rebuilds its ring and reprograms it.
+
+mod job;
+mod ring;
+
+pub use job::{Endpoint, Job, Segment};
+
+use crate::backend::RegFault;
+use crate::error::{Error, FenceError, Result};
+use crate::fence::{Fence, Signaller, Timeline};
+use crate::mem::DmaBuffer;
+use crate::mmio::Regs;
+use crate::resv::{Purpose, Usage};
+use crate::sync::SignallingSection;
+use fdma_hw::desc::{err, Descriptor};
+use fdma_hw::regs::{self, channel_reg, state};
+use fdma_hw::EngineConfig;
+use ring::RingMem;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How completions of a channel are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqMode {
+    /// The reactor thread wakes on the channel's interrupt.
+    Interrupt,
+    /// No interrupts: the caller drives completion with [`Channel::poll`]
+    /// (the watchdog still guarantees F3).
+    Poll,
+}
+
+/// What [`Channel::submit_with`] does when the ring has no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room (bounded by the watchdog, F3).
+    Wait,
+    /// Return [`Error::RingFull`] at once.
+    Error,
+}
+
+/// Options of one submission.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitOptions {
+    /// Behaviour on a full ring.
+    pub on_full: OnFull,
+    /// Ring the doorbell now. `false` batches: the descriptors are written
+    /// and the doorbell is rung by a later submit or [`Channel::flush`].
+    pub doorbell: bool,
+    /// Wait for the fences the job's buffers carry before submitting
+    /// (implicit synchronisation by purpose, R2). On by default: the engine
+    /// pipelines descriptors, so a job may otherwise read data an earlier
+    /// job has not finished writing.
+    pub implicit_sync: bool,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions {
+            on_full: OnFull::Wait,
+            doorbell: true,
+            implicit_sync: true,
+        }
+    }
+}
+
+/// Channel health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Accepting jobs.
+    Running,
+    /// Halted by a device error (`STATUS.ERR` code).
+    Halted(u8),
+    /// Stopped by the watchdog for lack of progress.
+    Hung,
+    /// The device is lost.
+    Lost,
+    /// The device was closed.
+    Closed,
+}
+
+const H_RUNNING: u8 = 0;
+const H_HALTED: u8 = 1;
+const H_HUNG: u8 = 2;
+const H_LOST: u8 = 3;
+const H_CLOSED: u8 = 4;
+
+/// Counters of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    /// Jobs submitted.
+    pub jobs: AtomicU64,
+    /// Jobs completed without error.
+    pub completed: AtomicU64,
+    /// Jobs completed with an error.
+    pub failed: AtomicU64,
+    /// Bytes of completed jobs.
+    pub bytes: AtomicU64,
+    /// Interrupts taken.
+    pub irqs: AtomicU64,
+    /// Interrupts that found nothing new (duplicate or spurious, D6).
+    pub empty_irqs: AtomicU64,
+    /// Writeback or register values rejected by range checks (D2).
+    pub rejected: AtomicU64,
+    /// Completions found by the watchdog rather than an interrupt.
+    pub watchdog_completions: AtomicU64,
+    /// Doorbells rung.
+    pub doorbells: AtomicU64,
+}
+
+/// Watchdog settings (F3, D1).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchdogConfig {
+    /// A channel with work pending whose head and byte counter do not move
+    /// for this many device cycles is hung.
+    pub stall_cycles: u64,
+    /// How often the watchdog looks (wall clock).
+    pub tick: Duration,
+    /// Wall-clock backstop: the device cycle counter not advancing for this
+    /// long while work is pending, or the device not answering, means the
+    /// device is lost.
+    pub backstop: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            // 2^24 cycles: 67 ms at 250 MHz on a board.
+            stall_cycles: 1 << 24,
+            tick: Duration::from_millis(50),
+            backstop: Duration::from_secs(20),
+        }
+    }
+}
+
+struct Inflight {
+    /// Free-running index one past the job's last descriptor.
+    end: u32,
+    sig: Signaller,
+    bytes: u64,
+    /// Buffers kept alive until the fence has signalled.
+    _keep: (Vec<DmaBuffer>, Vec<DmaBuffer>),
+}
+
+struct State {
+    tail: u32,
+    head: u32,
+    inflight: VecDeque<Inflight>,
+    /// Signalled jobs waiting to be reclaimed off the signalling path.
+    done: VecDeque<Inflight>,
+    /// Watchdog: last (head, bytes) seen and the device cycle it changed.
+    progress: Option<((u32, u64), u64)>,
+}
+
+/// One channel's shared state. Handles are [`Channel`].
+pub(crate) struct ChannelCore {
+    pub index: u8,
+    pub timeline: Arc<Timeline>,
+    mem: RingMem,
+    regs: Arc<Regs>,
+    cfg: EngineConfig,
+    state: Mutex<State>,
+    space: Condvar,
+    doorbell: Mutex<u32>,
+    published_tail: AtomicU32,
+    health: AtomicU8,
+    halted_code: AtomicU8,
+    mode: AtomicU8,
+    pub irq: nix::sys::eventfd::EventFd,
+    pub stats: ChannelStats,
+    watchdog: WatchdogConfig,
+    reclaim: Arc<crate::reactor::ReclaimSignal>,
+}
+
+impl std::fmt::Debug for ChannelCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("index", &self.index)
+            .field("ring_size", &self.mem.size)
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+fn ch_reg(ch: u8, r: &regs::Register) -> u32 {
+    channel_reg(ch as usize, r)
+}
+
+impl ChannelCore {
+    /// Allocate ring memory and program channel `index` (the caller enables
+    /// the engine).
+    pub fn new(
+        index: u8,
+        regs: Arc<Regs>,
+        cfg: EngineConfig,
+        space: &Arc<crate::mem::DmaSpace>,
+        ring_size: u32,
+        watchdog: WatchdogConfig,
+        reclaim: Arc<crate::reactor::ReclaimSignal>,
+    ) -> Result<ChannelCore> {
+        if !ring_size.is_power_of_two() || ring_size < 2 || ring_size > cfg.max_ring_entries() {
+            return Err(Error::Invalid(format!(
+                "ring size {ring_size}: must be a power of two from 2 to {}",
+                cfg.max_ring_entries()
+            )));
+        }
+        let opts = crate::mem::BufferOptions {
+            name: format!("fdma-ring{index}"),
+            ..Default::default()
+        };
+        let ring = DmaBuffer::new(space, ring_size as usize * fdma_hw::desc::DESC_BYTES, &opts)?;
+        let wb = DmaBuffer::new(
+            space,
+            4096,
+            &crate::mem::BufferOptions {
+                name: format!("fdma-wb{index}"),
+                ..Default::default()
+            },
+        )?;
+        let irq = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(|e| Error::Sys {
+            op: "eventfd",
+            source: e.into(),
+        })?;
+        let core = ChannelCore {
+            index,
+            timeline: Timeline::new(index),
+            mem: RingMem {
+                ring,
+                wb,
+                size: ring_size,
+            },
+            regs,
+            cfg,
+            state: Mutex::new(State {
+                tail: 0,
+                head: 0,
+                inflight: VecDeque::with_capacity(ring_size as usize),
+                done: VecDeque::with_capacity(ring_size as usize),
+                progress: None,
+            }),
+            space: Condvar::new(),
+            doorbell: Mutex::new(0),
+            published_tail: AtomicU32::new(0),
+            health: AtomicU8::new(H_RUNNING),
+            halted_code: AtomicU8::new(0),
+            mode: AtomicU8::new(0),
+            irq,
+            stats: ChannelStats::default(),
+            watchdog,
+            reclaim,
+        };
+        core.program()?;
+        Ok(core)
+    }
+
+    /// Reset the channel in the device and program its ring, writeback and
+    /// vector, then set RUN. Software indices must be zero.
+    fn program(&self) -> Result<()> {
+        let ch = self.index;
+        self.regs
+            .write(ch_reg(ch, &regs::CH_CTRL), regs::CH_CTRL_RESET.encode(1))?;
+        self.wait_reset_done()?;
+        self.mem.clear_wb();
+        let ring = self.mem.ring.iova();
+        let wb = self.mem.wb.iova();
+        let r = &self.regs;
+        r.write(ch_reg(ch, &regs::CH_RING_LO), ring as u32)?;
+        r.write(ch_reg(ch, &regs::CH_RING_HI), (ring >> 32) as u32)?;
+        r.write(ch_reg(ch, &regs::CH_RING_SIZE), self.mem.size)?;
+        r.write(ch_reg(ch, &regs::CH_WB_LO), wb as u32)?;
+        r.write(ch_reg(ch, &regs::CH_WB_HI), (wb >> 32) as u32)?;
+        r.write(ch_reg(ch, &regs::CH_IRQ_VEC), ch as u32)?;
+        r.write(ch_reg(ch, &regs::CH_CTRL), regs::CH_CTRL_RUN.encode(1))?;
+        Ok(())
+    }
+
+    /// Wait for a channel reset to finish: bounded in device time (D1) with
+    /// the wall-clock backstop.
+    fn wait_reset_done(&self) -> Result<()> {
+        let ch = self.index;
+        let bound = 1_000_000u64;
+        let start_cycles = self.regs.cycles()?;
+        let t0 = Instant::now();
+        loop {
+            let ctrl = self.regs.read(ch_reg(ch, &regs::CH_CTRL))?;
+            let st = self.regs.read(ch_reg(ch, &regs::CH_STATUS))?;
+            if ctrl != u32::MAX
+                && regs::CH_CTRL_RESET.decode(ctrl) == 0
+                && regs::CH_STATUS_STATE.decode(st) == state::STOPPED
+            {
+                return Ok(());
+            }
+            let now = self.regs.cycles()?;
+            if now.wrapping_sub(start_cycles) > bound || t0.elapsed() > self.watchdog.backstop {
+                return Err(Error::DeviceTimeout {
+                    device: self.regs.backend().name().to_string(),
+                    what: "channel reset",
+                    cycles: bound,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Acquire) {
+            H_RUNNING => Health::Running,
+            H_HALTED => Health::Halted(self.halted_code.load(Ordering::Relaxed)),
+            H_HUNG => Health::Hung,
+            H_LOST => Health::Lost,
+            _ => Health::Closed,
+        }
+    }
+
+    fn down_error(&self) -> Error {
+        let state = match self.health() {
+            Health::Halted(c) => format!("halted (error {c}: {})", err::name(c)),
+            Health::Hung => "hung".into(),
+            Health::Lost => "lost".into(),
+            Health::Closed => "closed".into(),
+            Health::Running => "running".into(),
+        };
+        if self.health() == Health::Lost {
+            return Error::DeviceLost {
+                device: self.regs.backend().name().to_string(),
+            };
+        }
+        Error::ChannelDown {
+            channel: self.index,
+            state,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Submit a job (see [`Channel::submit_with`]).
+    pub fn submit(&self, job: &Job, opts: SubmitOptions) -> Result<Fence> {
+        if crate::fork::in_forked_child() {
+            return Err(Error::Forked);
+        }
+        let low = job.lower(&self.cfg)?;
+        let n = low.descs.len() as u32;
+        if n > self.mem.size {
+            return Err(Error::Invalid(format!(
+                "job needs {n} descriptors; channel {} ring holds {}",
+                self.index, self.mem.size
+            )));
+        }
+        if self.health() != Health::Running {
+            return Err(self.down_error());
+        }
+        // R2: wait, with no lock held, for what the device may not overtake.
+        if opts.implicit_sync {
+            for b in &low.reads {
+                b.resv().wait(Purpose::DeviceRead, None)?;
+            }
+            for b in &low.writes {
+                b.resv().wait(Purpose::DeviceWrite, None)?;
+            }
+        }
+        // R3: reserve fence slots before the point of no return.
+        let mut read_slots: Vec<_> = low.reads.iter().map(|b| b.resv().reserve(1)).collect();
+        let mut write_slots: Vec<_> = low.writes.iter().map(|b| b.resv().reserve(1)).collect();
+
+        let mut reclaimed = Vec::new();
+        let mut st = self.lock();
+        loop {
+            if self.health() != Health::Running {
+                return Err(self.down_error());
+            }
+            // Opportunistic reclaim on the submitter's thread (not a
+            // signalling path): dropped after the lock is released.
+            reclaimed.extend(st.done.drain(..));
+            let used = st.tail.wrapping_sub(st.head);
+            let jobs = st.inflight.len() + st.done.len();
+            if used + n <= self.mem.size && jobs < self.mem.size as usize {
+                break;
+            }
+            if opts.on_full == OnFull::Error {
+                return Err(Error::RingFull {
+                    channel: self.index,
+                    in_flight: used,
+                });
+            }
+            // Deferred doorbells must go out, or the room never comes.
+            drop(st);
+            drop(std::mem::take(&mut reclaimed));
+            self.ring_doorbell()?;
+            crate::sync::assert_may_block("ring-full wait");
+            st = self.lock();
+            if st.tail.wrapping_sub(st.head) + n > self.mem.size {
+                st = self
+                    .space
+                    .wait_timeout(st, self.watchdog.tick)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+
+        let (fence, sig) = self.timeline.create();
+        let irq = self.mode.load(Ordering::Relaxed) == 0;
+        let tag = fence.seqno() as u32;
+        for (i, d) in low.descs.iter().enumerate() {
+            let last = i + 1 == low.descs.len();
+            let desc = Descriptor::new(d.dir, d.src, d.dst, d.len, last && irq, last, tag);
+            debug_assert_eq!(desc.check(&self.cfg), None);
+            self.mem.write_desc(st.tail.wrapping_add(i as u32), &desc);
+        }
+        for s in &mut read_slots {
+            s.add(&fence, Usage::Read);
+        }
+        for s in &mut write_slots {
+            s.add(&fence, Usage::Write);
+        }
+        drop(read_slots);
+        drop(write_slots);
+        st.tail = st.tail.wrapping_add(n);
+        let end = st.tail;
+        st.inflight.push_back(Inflight {
+            end,
+            sig,
+            bytes: low.bytes,
+            _keep: (low.reads, low.writes),
+        });
+        if st.inflight.len() == 1 {
+            st.progress = None;
+        }
+        self.published_tail.store(st.tail, Ordering::Release);
+        drop(st);
+        drop(reclaimed);
+        self.stats.jobs.fetch_add(1, Ordering::Relaxed);
+        if opts.doorbell {
+            self.ring_doorbell()?;
+        }
+        Ok(fence)
+    }
+
+    /// Write `TAIL` if it moved since the last doorbell (batching: one
+    /// doorbell covers every job written before it).
+    pub fn ring_doorbell(&self) -> Result<()> {
+        let mut last = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.published_tail.load(Ordering::Acquire);
+        if t == *last {
+            return Ok(());
+        }
+        match self.regs.doorbell(ch_reg(self.index, &regs::CH_TAIL), t) {
+            Ok(()) => {
+                *last = t;
+                self.stats.doorbells.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read the writeback and signal every job it reports complete or
+    /// failed. Signalling path (F10): no allocation, no logging. Returns
+    /// the number of jobs signalled.
+    pub fn process(&self) -> usize {
+        let _s = SignallingSection::enter();
+        let mut st = self.lock();
+        self.process_locked(&mut st)
+    }
+
+    fn process_locked(&self, st: &mut State) -> usize {
+        if st.inflight.is_empty() {
+            return 0;
+        }
+        let wb = self.mem.read_wb();
+        let mut n = 0;
+        let head_ok = self.advance_to(st, wb.head, &mut n);
+        if !head_ok {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = wb.status;
+        if regs::CH_STATUS_STATE.decode(s) == state::HALTED {
+            let code = regs::CH_STATUS_ERR.decode(s) as u8;
+            if code != err::NONE {
+                n += self.halt(st, code, wb.err_index);
+            }
+        }
+        if n > 0 {
+            self.space.notify_all();
+            self.reclaim.notify();
+        }
+        n
+    }
+
+    /// Complete every job that ends at or before `head`, if `head` is
+    /// within `[st.head, st.tail]` (D2). Returns false if it is not.
+    fn advance_to(&self, st: &mut State, head: u32, n: &mut usize) -> bool {
+        let out = st.tail.wrapping_sub(st.head);
+        let adv = head.wrapping_sub(st.head);
+        if adv > out {
+            return false;
+        }
+        let old = st.head;
+        while let Some(j) = st.inflight.front() {
+            if j.end.wrapping_sub(old) > adv {
+                break;
+            }
+            let j = st.inflight.pop_front().expect("front");
+            // Counters before the signal: a woken waiter sees them current.
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(j.bytes, Ordering::Relaxed);
+            let _ = j.sig.signal(Ok(()));
+            st.done.push_back(j);
+            *n += 1;
+        }
+        st.head = head;
+        true
+    }
+
+    /// The channel halted with `code` at descriptor `index`: the job that
+    /// holds it fails (F4), later jobs are cancelled, the channel refuses
+    /// jobs until reset (D4).
+    fn halt(&self, st: &mut State, code: u8, index: u32) -> usize {
+        let ch = self.index;
+        let rel = index.wrapping_sub(st.head);
+        let valid = rel < st.tail.wrapping_sub(st.head);
+        if !valid {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        self.halted_code.store(code, Ordering::Relaxed);
+        let _ =
+            self.health
+                .compare_exchange(H_RUNNING, H_HALTED, Ordering::AcqRel, Ordering::Acquire);
+        let mut n = 0;
+        let mut failed = false;
+        while let Some(j) = st.inflight.pop_front() {
+            let seqno = j.sig.seqno();
+            let holds = !failed && (!valid || j.end.wrapping_sub(st.head) > rel);
+            let e = if holds {
+                failed = true;
+                if code == err::READ_FAULT || code == err::FETCH_FAULT {
+                    FenceError::IommuFault {
+                        channel: ch,
+                        seqno,
+                        index,
+                    }
+                } else {
+                    FenceError::Device {
+                        channel: ch,
+                        seqno,
+                        code,
+                        index,
+                    }
+                }
+            } else {
+                FenceError::Cancelled { channel: ch, seqno }
+            };
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = j.sig.signal(Err(e));
+            st.done.push_back(j);
+            n += 1;
+        }
+        n
+    }
+
+    /// Signal every in-flight job with `make(seqno)` and set `health`.
+    /// Signalling path.
+    fn fail_all(&self, st: &mut State, health: u8, make: impl Fn(u64) -> FenceError) -> usize {
+        // Health first: a woken waiter must see why its job failed.
+        if health != H_RUNNING {
+            self.health.store(health, Ordering::Release);
+        }
+        let mut n = 0;
+        while let Some(j) = st.inflight.pop_front() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = j.sig.signal(Err(make(j.sig.seqno())));
+            st.done.push_back(j);
+            n += 1;
+        }
+        self.space.notify_all();
+        self.reclaim.notify();
+        n
+    }
+
+    /// The device is lost: error everything, refuse everything (F3).
+    pub fn mark_lost(&self) {
+        let _s = SignallingSection::enter();
+        let ch = self.index;
+        let mut st = self.lock();
+        self.fail_all(&mut st, H_LOST, |seqno| FenceError::DeviceLost {
+            channel: ch,
+            seqno,
+        });
+    }
+
+    /// The device is closing: refuse new jobs.
+    pub fn mark_closed(&self) {
+        let h = self.health.load(Ordering::Acquire);
+        if h != H_LOST {
+            self.health.store(H_CLOSED, Ordering::Release);
+        }
+        self.space.notify_all();
+    }
+
+    /// Cancel whatever is still in flight (close).
+    pub fn cancel_all(&self) {
+        let _s = SignallingSection::enter();
+        let ch = self.index;
+        let mut st = self.lock();
+        self.fail_all(&mut st, H_RUNNING, |seqno| FenceError::Cancelled {
+            channel: ch,
+            seqno,
+        });
+    }
+
+    /// Jobs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lock().inflight.len()
+    }
+
+    /// One watchdog look (F3, D1), at device time `now` (cycles). Processes
+    /// completions (a lost interrupt costs one tick), falls back to the
+    /// `HEAD` register when the writeback is unusable (D6), and declares
+    /// the channel hung after `stall_cycles` without progress. Signalling
+    /// path: register access through the non-allocating calls only. Returns
+    /// whether the channel was declared hung, or the fault when the device
+    /// does not answer.
+    pub fn watchdog(&self, now: u64) -> std::result::Result<bool, RegFault> {
+        let _s = SignallingSection::enter();
+        let mut st = self.lock();
+        let h = self.health.load(Ordering::Acquire);
+        if st.inflight.is_empty() || (h != H_RUNNING && h != H_CLOSED) {
+            st.progress = None;
+            return Ok(false);
+        }
+        let before = st.inflight.len();
+        self.process_locked(&mut st);
+        if !st.inflight.is_empty() {
+            let ch = self.index;
+            let head = self.regs.read_nonalloc(ch_reg(ch, &regs::CH_HEAD))?;
+            let bytes = self.regs.channel_bytes_nonalloc(ch as usize)?;
+            let mut m = 0;
+            if head != st.head && !self.advance_to(&mut st, head, &mut m) {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            if m > 0 {
+                self.space.notify_all();
+                self.reclaim.notify();
+            }
+            if !st.inflight.is_empty() {
+                let seen = (head, bytes);
+                match st.progress {
+                    Some((last, _)) if last == seen => {}
+                    _ => st.progress = Some((seen, now)),
+                }
+            }
+        }
+        let found = before - st.inflight.len();
+        if found > 0 {
+            self.stats
+                .watchdog_completions
+                .fetch_add(found as u64, Ordering::Relaxed);
+        }
+        if st.inflight.is_empty() {
+            st.progress = None;
+            return Ok(false);
+        }
+        let since = st.progress.map(|p| p.1).unwrap_or(now);
+        let stalled = now.wrapping_sub(since);
+        if stalled <= self.watchdog.stall_cycles {
+            return Ok(false);
+        }
+        // Stop the engine's work on this channel; reset restores it.
+        let ch = self.index;
+        let _ = self.regs.write_nonalloc(ch_reg(ch, &regs::CH_CTRL), 0);
+        self.fail_all(&mut st, H_HUNG, |seqno| FenceError::Hung {
+            channel: ch,
+            seqno,
+            cycles: stalled,
+        });
+        Ok(true)
+    }
+
+    /// Reset the channel (D4): in-flight jobs are cancelled, never replayed;
+    /// the ring is rebuilt and the channel accepts jobs again.
+    pub fn reset(&self) -> Result<()> {
+        if crate::fork::in_forked_child() {
+            return Err(Error::Forked);
+        }
+        let h = self.health.load(Ordering::Acquire);
+        if h == H_LOST || h == H_CLOSED {
+            return Err(self.down_error());
+        }
+        let mut db = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = self.index;
+        let mut st = self.lock();
+        {
+            let _s = SignallingSection::enter();
+            self.fail_all(&mut st, H_RUNNING, |seqno| FenceError::Cancelled {
+                channel: ch,
+                seqno,
+            });
+        }
+        st.tail = 0;
+        st.head = 0;
+        st.progress = None;
+        self.published_tail.store(0, Ordering::Release);
+        *db = 0;
+        self.program()?;
+        self.halted_code.store(0, Ordering::Relaxed);
+        self.health.store(H_RUNNING, Ordering::Release);
+        drop(st);
+        drop(db);
+        Ok(())
+    }
+
+    /// Set interrupt or poll mode.
+    pub fn set_mode(&self, mode: IrqMode) {
+        self.mode.store(
+            match mode {
+                IrqMode::Interrupt => 0,
+                IrqMode::Poll => 1,
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> IrqMode {
+        if self.mode.load(Ordering::Relaxed) == 0 {
+            IrqMode::Interrupt
+        } else {
+            IrqMode::Poll
+        }
+    }
+
+    /// Interrupt moderation: raise the interrupt after `count` completions
+    /// or `timer_cycles` device cycles after the first, whichever is first.
+    pub fn set_moderation(&self, count: u16, timer_cycles: u32) -> Result<()> {
+        let ch = self.index;
+        self.regs
+            .write(ch_reg(ch, &regs::CH_IRQ_COUNT), count as u32)?;
+        self.regs
+            .write(ch_reg(ch, &regs::CH_IRQ_TIMER), timer_cycles)?;
+        Ok(())
+    }
+
+    /// Drop the resources of reclaimed jobs. Not a signalling path.
+    pub fn reclaim(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let j = self.lock().done.pop_front();
+            match j {
+                Some(j) => {
+                    log::trace!("channel {}: job {} reclaimed", self.index, j.sig.seqno());
+                    drop(j);
+                    n += 1;
+                }
+                None => return n,
+            }
+        }
+    }
+}
+
+/// A handle on one channel of an open device. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub(crate) core: Arc<ChannelCore>,
+    pub(crate) dev: Arc<crate::device::Shared>,
+}
+
+impl Channel {
+    /// Channel index.
+    pub fn index(&self) -> u8 {
+        self.core.index
+    }
+
+    /// Descriptors the ring holds.
+    pub fn ring_size(&self) -> u32 {
+        self.core.mem.size
+    }
+
+    /// Submit a job, waiting for ring room if needed; returns its fence.
+    pub fn submit(&self, job: &Job) -> Result<Fence> {
+        self.submit_with(job, SubmitOptions::default())
+    }
+
+    /// Submit with options (full-ring behaviour, batched doorbells).
+    pub fn submit_with(&self, job: &Job, opts: SubmitOptions) -> Result<Fence> {
+        self.dev.check_usable()?;
+        let r = self.core.submit(job, opts);
+        if let Err(Error::Backend(b)) = &r {
+            if b.is_lost() {
+                self.dev.mark_lost();
+            }
+        }
+        r
+    }
+
+    /// Ring the doorbell for jobs submitted with `doorbell: false`.
+    pub fn flush(&self) -> Result<()> {
+        self.dev.check_usable()?;
+        self.core.ring_doorbell()
+    }
+
+    /// Poll mode: process completions now, in the calling thread. Returns
+    /// the number of jobs signalled. Callbacks run here (F9).
+    pub fn poll(&self) -> Result<usize> {
+        self.dev.check_usable()?;
+        Ok(self.core.process())
+    }
+
+    /// Switch between interrupt and poll mode. Jobs already submitted keep
+    /// the interrupt flag they were written with.
+    pub fn set_mode(&self, mode: IrqMode) {
+        self.core.set_mode(mode)
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> IrqMode {
+        self.core.mode()
+    }
+
+    /// Interrupt moderation (see the `IRQ_COUNT` and `IRQ_TIMER` registers).
+    pub fn set_moderation(&self, count: u16, timer_cycles: u32) -> Result<()> {
+        self.dev.check_usable()?;
+        self.core.set_moderation(count, timer_cycles)
+    }
+
+    /// Reset the channel to restore service after an error or a hang (D4).
+    pub fn reset(&self) -> Result<()> {
+        self.dev.check_usable()?;
+        self.core.reset()
+    }
+
+    /// Health.
+    pub fn health(&self) -> Health {
+        self.core.health()
+    }
+
+    /// Jobs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ChannelStats {
+        &self.core.stats
+    }
+
+    /// The channel's timeline: seqnos, the completed counter and the
+    /// pollable fd (F7, F8).
+    pub fn timeline(&self) -> &Timeline {
+        &self.core.timeline
+    }
+
+    /// The pollable fd of the timeline (F8): readable once the fence armed
+    /// with [`Channel::arm`] has signalled. For callers' event loops.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.core.timeline.fd()
+    }
+
+    /// Arm [`Channel::fd`] for `fence`.
+    pub fn arm(&self, fence: &Fence) -> Result<()> {
+        if fence.channel() != self.core.index {
+            return Err(Error::Invalid(format!(
+                "fence of channel {} armed on channel {}",
+                fence.channel(),
+                self.core.index
+            )));
+        }
+        self.core.timeline.arm(fence.seqno());
+        Ok(())
+    }
+
+    /// The interrupt eventfd of the channel (for diagnostics).
+    pub fn irq_fd(&self) -> BorrowedFd<'_> {
+        self.core.irq.as_fd()
+    }
+}

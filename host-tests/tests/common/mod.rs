@@ -1,0 +1,191 @@
+//! The test rig: a device for each test, its simulator when there is one,
+//! and the helpers every test file shares.
+#![allow(dead_code)]
+
+use fdma::{Device, OpenOptions, WatchdogConfig};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// No waiter in these tests waits beyond this (a liveness bound, F3).
+pub const LIVENESS: Duration = Duration::from_secs(30);
+
+/// A simulator process of the test's own.
+pub struct SimProc {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl SimProc {
+    /// Start a simulator with extra `fdma-sim` arguments.
+    pub fn start(args: &[&str]) -> SimProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("fdma.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_fdma-host-sim"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .spawn()
+            .expect("starting the simulator");
+        let ctl = format!("{}.ctl", socket.display());
+        let t0 = Instant::now();
+        while !Path::new(&ctl).exists() {
+            assert!(t0.elapsed() < LIVENESS, "simulator did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        SimProc {
+            child: Some(child),
+            socket,
+            _dir: Some(dir),
+        }
+    }
+
+    /// The device name of this simulator.
+    pub fn name(&self) -> String {
+        format!("sim:{}", self.socket.display())
+    }
+
+    /// Send a control command; returns its output lines (panics on `err`).
+    pub fn ctl(&self, cmd: &str) -> Vec<String> {
+        let mut s =
+            UnixStream::connect(format!("{}.ctl", self.socket.display())).expect("control socket");
+        writeln!(s, "{cmd}").unwrap();
+        let mut lines = Vec::new();
+        for l in BufReader::new(s).lines() {
+            let l = l.unwrap();
+            if l == "ok" {
+                return lines;
+            }
+            assert!(!l.starts_with("err"), "{cmd}: {l}");
+            lines.push(l);
+        }
+        panic!("control socket closed during {cmd}");
+    }
+
+    /// Kill the simulator (SIGKILL: no goodbye on the socket).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What `FDMA_DEVICE` asks for.
+fn named_device() -> Option<String> {
+    std::env::var(fdma::DEVICE_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Options tests open with: a watchdog that catches a stalled channel after
+/// half a million device cycles (2 ms on a board) and looks every 20 ms.
+pub fn test_opts() -> OpenOptions {
+    OpenOptions {
+        watchdog: WatchdogConfig {
+            stall_cycles: 500_000,
+            tick: Duration::from_millis(20),
+            backstop: Duration::from_secs(8),
+        },
+        ..Default::default()
+    }
+}
+
+/// A device under test and the simulator behind it, if any.
+pub struct Rig {
+    pub dev: Device,
+    pub sim: Option<SimProc>,
+}
+
+pub fn init_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// The device under test: the card `FDMA_DEVICE` names (failing loudly if
+/// it cannot be opened), else a fresh simulator.
+pub fn rig() -> Rig {
+    rig_with(&[], test_opts())
+}
+
+/// As [`rig`], with simulator arguments and open options.
+pub fn rig_with(sim_args: &[&str], opts: OpenOptions) -> Rig {
+    init_log();
+    if let Some(name) = named_device() {
+        let dev = Device::open_with(&name, &opts).unwrap_or_else(|e| {
+            panic!("FDMA_DEVICE={name} names a device that cannot be opened: {e}")
+        });
+        return Rig { dev, sim: None };
+    }
+    let sim = SimProc::start(sim_args);
+    let dev = Device::open_with(&sim.name(), &opts).expect("open the simulator");
+    Rig {
+        dev,
+        sim: Some(sim),
+    }
+}
+
+/// A rig on a simulator of the test's own, for faults only a simulator can
+/// make; `None` (and a loud note) when the suite runs against a card.
+pub fn sim_rig(what: &str, sim_args: &[&str], opts: OpenOptions) -> Option<Rig> {
+    if let Some(name) = named_device() {
+        eprintln!("SKIPPED on {name}: {what} needs the simulator");
+        return None;
+    }
+    init_log();
+    let sim = SimProc::start(sim_args);
+    let dev = Device::open_with(&sim.name(), &opts).expect("open the simulator");
+    Some(Rig {
+        dev,
+        sim: Some(sim),
+    })
+}
+
+/// A reproducible pseudo-random pattern.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Assert equal bytes, reporting the first difference rather than dumping.
+#[track_caller]
+pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at byte {i} of {}: got {:#04x}, want {:#04x}",
+            want.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Wait for a fence within the liveness bound; panics on timeout.
+#[track_caller]
+pub fn wait(f: &fdma::Fence) -> fdma::Status {
+    match f.wait_timeout(LIVENESS) {
+        fdma::Wait::Signalled(s) => s,
+        fdma::Wait::TimedOut => panic!(
+            "fence {}:{} did not signal within {LIVENESS:?}",
+            f.channel(),
+            f.seqno()
+        ),
+    }
+}

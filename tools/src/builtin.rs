@@ -1,0 +1,102 @@
+//! Which device a command talks to, and the built-in simulator that stands
+//! in when none is named.
+
+#[cfg(feature = "sim")]
+use anyhow::Context;
+use anyhow::{bail, Result};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// The device of one command: named by the user, or a built-in simulator
+/// running in a child process until this value drops.
+pub enum DeviceArg {
+    /// Named with `--device` or `FDMA_DEVICE`.
+    Named(String),
+    /// A simulator this process started.
+    Builtin {
+        name: String,
+        child: Child,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl DeviceArg {
+    /// Use `named`, or start the built-in simulator.
+    pub fn resolve(named: Option<String>) -> Result<DeviceArg> {
+        match named {
+            Some(n) if !n.is_empty() => Ok(DeviceArg::Named(n)),
+            _ => start_builtin(),
+        }
+    }
+
+    /// The device name to open.
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceArg::Named(n) => n,
+            DeviceArg::Builtin { name, .. } => name,
+        }
+    }
+}
+
+impl Drop for DeviceArg {
+    fn drop(&mut self) {
+        if let DeviceArg::Builtin { child, .. } = self {
+            // SIGTERM lets the simulator remove its sockets.
+            // SAFETY: sending a signal to our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "sim")]
+fn start_builtin() -> Result<DeviceArg> {
+    use std::path::Path;
+    use std::process::Command;
+    let dir = tempfile::Builder::new()
+        .prefix("fdma-sim")
+        .tempdir()
+        .context("temporary directory for the simulator socket")?;
+    let sock = dir.path().join("fdma.sock");
+    let exe = std::env::current_exe().context("locating the fdma executable")?;
+    eprintln!("fdma: no device named (--device or FDMA_DEVICE): using the built-in simulator");
+    let mut child = Command::new(exe)
+        .arg("sim")
+        .arg("--socket")
+        .arg(&sock)
+        .spawn()
+        .context("starting the built-in simulator")?;
+    let ctl = format!("{}.ctl", sock.display());
+    let t0 = Instant::now();
+    while !Path::new(&ctl).exists() {
+        if let Some(st) = child.try_wait()? {
+            bail!("the built-in simulator exited at start ({st})");
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("the built-in simulator did not start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(DeviceArg::Builtin {
+        name: format!("sim:{}", sock.display()),
+        child,
+        _dir: dir,
+    })
+}
+
+#[cfg(not(feature = "sim"))]
+fn start_builtin() -> Result<DeviceArg> {
+    bail!(
+        "no device named: pass --device (sim:SOCKET or a PCI address) or set FDMA_DEVICE; \
+         this build has no built-in simulator (cargo feature `sim`)"
+    )
+}
