@@ -846,12 +846,8 @@ unsafe impl std::alloc::GlobalAlloc for SectionAllocCounter {
 static ALLOC: SectionAllocCounter = SectionAllocCounter;
 
 /// F10: the DMA service thread serves reads and writes, pinned and not,
-/// without allocating or freeing (debug builds carry the section marker).
+/// without allocating or freeing.
 #[test]
-#[cfg_attr(
-    not(debug_assertions),
-    ignore = "the signalling-section marker exists in debug builds only"
-)]
 fn service_thread_does_not_allocate() {
     let sim = start();
     for pinned in [true, false] {

@@ -13,6 +13,7 @@ pub enum DeviceArg {
     /// Named with `--device` or `FDMA_DEVICE`.
     Named(String),
     /// A simulator this process started.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     Builtin {
         name: String,
         child: Child,
