@@ -229,6 +229,10 @@ fn watchdog_pass(shared: &Shared, cycles_seen: &mut Option<(u64, Instant)>) -> F
         // Refused or forked: try again next tick; the backstop still runs.
         Err(_) => return Finding::Nothing,
     };
+    // All ones is what a read returns when the link is down (D2): the
+    // device is not answering, so no channel can be judged; only the
+    // backstop below runs.
+    let dead_link = now == u64::MAX;
     match cycles_seen {
         Some((c, since)) if *c == now => {
             if since.elapsed() > shared.watchdog.backstop {
@@ -238,6 +242,9 @@ fn watchdog_pass(shared: &Shared, cycles_seen: &mut Option<(u64, Instant)>) -> F
             }
         }
         _ => *cycles_seen = Some((now, Instant::now())),
+    }
+    if dead_link {
+        return Finding::Nothing;
     }
     let mut hung = 0u64;
     for c in &shared.channels {

@@ -3,8 +3,6 @@
 #![allow(dead_code)]
 
 use fdma::{Device, OpenOptions, WatchdogConfig};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -50,19 +48,9 @@ impl SimProc {
 
     /// Send a control command; returns its output lines (panics on `err`).
     pub fn ctl(&self, cmd: &str) -> Vec<String> {
-        let mut s =
-            UnixStream::connect(format!("{}.ctl", self.socket.display())).expect("control socket");
-        writeln!(s, "{cmd}").unwrap();
-        let mut lines = Vec::new();
-        for l in BufReader::new(s).lines() {
-            let l = l.unwrap();
-            if l == "ok" {
-                return lines;
-            }
-            assert!(!l.starts_with("err"), "{cmd}: {l}");
-            lines.push(l);
-        }
-        panic!("control socket closed during {cmd}");
+        fdma_sim::server::control::request(&self.socket, cmd)
+            .expect("control socket")
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
     }
 
     /// Kill the simulator (SIGKILL: no goodbye on the socket).

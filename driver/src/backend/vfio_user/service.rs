@@ -271,28 +271,12 @@ impl Service {
             return Self::error_reply(fd, h, libc::E2BIG);
         }
         let len = count as usize;
-        let shared = &self.shared;
         // Where the data ends up: the scratch (pinned) or the payload buffer.
         let out: *mut u8 = match &self.scratch {
             Some(s) => s.ptr(),
             None => self.buf.as_mut_ptr(),
         };
-        let scratch_fd = self.scratch.as_ref().map_or(-1, |s| s.fd());
-        let r = Self::with_mapping(shared, addr, len, false, |off, m| match m.kind {
-            MapKind::Fixed { slot, vaddr } => match &shared.pinner {
-                Some(p) => p.fixed_io(
-                    true,
-                    scratch_fd,
-                    (vaddr + off as usize) as *mut u8,
-                    len,
-                    slot,
-                ),
-                None => Err(libc::EFAULT),
-            },
-            MapKind::Live { vaddr } => vm_copy(false, out, vaddr + off as usize, len),
-            MapKind::Fd => Err(libc::EFAULT),
-        });
-        if let Err(e) = r {
+        if let Err(e) = self.move_data(addr, len, false, out) {
             return Self::error_reply(fd, h, e);
         }
         if h.no_reply() {
@@ -307,6 +291,35 @@ impl Service {
                 iov(out, len),
             ],
         )
+    }
+
+    /// Move `len` bytes between the mapping at `addr` and `data` (the
+    /// scratch when pinned, else the payload buffer): into host memory when
+    /// the device writes, out of it when it reads. Only mappings made
+    /// without an fd are served here; an errno for the error reply otherwise.
+    fn move_data(
+        &self,
+        addr: u64,
+        len: usize,
+        device_writes: bool,
+        data: *mut u8,
+    ) -> Result<(), i32> {
+        let scratch_fd = self.scratch.as_ref().map_or(-1, |s| s.fd());
+        let shared = &self.shared;
+        Self::with_mapping(shared, addr, len, device_writes, |off, m| match m.kind {
+            MapKind::Fixed { slot, vaddr } => match &shared.pinner {
+                Some(p) => p.fixed_io(
+                    !device_writes,
+                    scratch_fd,
+                    (vaddr + off as usize) as *mut u8,
+                    len,
+                    slot,
+                ),
+                None => Err(libc::EFAULT),
+            },
+            MapKind::Live { vaddr } => vm_copy(device_writes, data, vaddr + off as usize, len),
+            MapKind::Fd => Err(libc::EFAULT),
+        })
     }
 
     /// Device writes host memory.
@@ -339,23 +352,7 @@ impl Service {
         if !read_exact(fd, input, data_len)? && data_len > 0 {
             return Err(Exit::Truncated);
         }
-        let scratch_fd = self.scratch.as_ref().map_or(-1, |s| s.fd());
-        let shared = &self.shared;
-        let r = Self::with_mapping(shared, addr, data_len, true, |off, m| match m.kind {
-            MapKind::Fixed { slot, vaddr } => match &shared.pinner {
-                Some(p) => p.fixed_io(
-                    false,
-                    scratch_fd,
-                    (vaddr + off as usize) as *mut u8,
-                    data_len,
-                    slot,
-                ),
-                None => Err(libc::EFAULT),
-            },
-            MapKind::Live { vaddr } => vm_copy(true, input, vaddr + off as usize, data_len),
-            MapKind::Fd => Err(libc::EFAULT),
-        });
-        if let Err(e) = r {
+        if let Err(e) = self.move_data(addr, data_len, true, input) {
             return Self::error_reply(fd, h, e);
         }
         if h.no_reply() {

@@ -148,3 +148,30 @@ fn command(core: &mut Core, client: bool, line: &str) -> Result<Vec<String>, Str
         _ => Err(format!("unknown command: {line}")),
     }
 }
+
+/// The client side of the control socket, for tests and tools: send one
+/// command to the server whose vfio-user socket is `socket`, and return the
+/// lines it answered before `ok`, or the text of its `err` line.
+pub fn request(
+    socket: &std::path::Path,
+    cmd: &str,
+) -> std::io::Result<Result<Vec<String>, String>> {
+    use std::io::BufRead;
+    let mut s = UnixStream::connect(format!("{}.ctl", socket.display()))?;
+    writeln!(s, "{cmd}")?;
+    let mut lines = Vec::new();
+    for l in std::io::BufReader::new(s).lines() {
+        let l = l?;
+        if l == "ok" {
+            return Ok(Ok(lines));
+        }
+        if let Some(e) = l.strip_prefix("err") {
+            return Ok(Err(e.trim().to_string()));
+        }
+        lines.push(l);
+    }
+    Err(std::io::Error::new(
+        ErrorKind::UnexpectedEof,
+        format!("control socket closed during {cmd:?}"),
+    ))
+}

@@ -9,10 +9,8 @@ use fdma_hw::regs::{self, channel_reg};
 use fdma_vfio_user::consts::{device, dma, irq, region};
 use fdma_vfio_user::*;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc};
 use std::sync::{Arc, Mutex};
@@ -66,18 +64,9 @@ pub fn start_bin(bin: &Path, args: &[&str]) -> Sim {
 
 impl Sim {
     pub fn ctl(&self, cmd: &str) -> Vec<String> {
-        let mut s = UnixStream::connect(format!("{}.ctl", self.sock.display())).unwrap();
-        writeln!(s, "{cmd}").unwrap();
-        let mut lines = Vec::new();
-        for l in BufReader::new(s).lines() {
-            let l = l.unwrap();
-            if l == "ok" {
-                return lines;
-            }
-            assert!(!l.starts_with("err"), "{cmd}: {l}");
-            lines.push(l);
-        }
-        panic!("control socket closed");
+        fdma_sim::server::control::request(&self.sock, cmd)
+            .expect("control socket")
+            .unwrap_or_else(|e| panic!("{cmd}: err {e}"))
     }
 }
 
