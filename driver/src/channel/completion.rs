@@ -1,0 +1,246 @@
+//! Completion processing, failure paths and the watchdog of one channel:
+//! the signalling path (F10). Nothing here allocates, frees, logs or takes
+//! a reservation lock; completed jobs move to the channel's done queue and
+//! are dropped by [`ChannelCore::reclaim`], off the signalling path.
+
+use super::*;
+
+impl ChannelCore {
+    /// Read the writeback and signal every job it reports complete or
+    /// failed. Signalling path (F10): no allocation, no logging. Returns
+    /// the number of jobs signalled.
+    pub fn process(&self) -> usize {
+        let _s = SignallingSection::enter();
+        let mut st = self.lock();
+        self.process_locked(&mut st)
+    }
+
+    pub(super) fn process_locked(&self, st: &mut State) -> usize {
+        if st.inflight.is_empty() {
+            return 0;
+        }
+        let wb = self.mem.read_wb();
+        let mut n = 0;
+        let head_ok = self.advance_to(st, wb.head, &mut n);
+        if !head_ok {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = wb.status;
+        if regs::CH_STATUS_STATE.decode(s) == state::HALTED {
+            let code = regs::CH_STATUS_ERR.decode(s) as u8;
+            if code != err::NONE {
+                n += self.halt(st, code, wb.err_index);
+            }
+        }
+        if n > 0 {
+            self.space.notify_all();
+            self.reclaim.notify();
+        }
+        n
+    }
+
+    /// Complete every job that ends at or before `head`, if `head` is
+    /// within `[st.head, st.tail]` (D2). Returns false if it is not.
+    fn advance_to(&self, st: &mut State, head: u32, n: &mut usize) -> bool {
+        let out = st.tail.wrapping_sub(st.head);
+        let adv = head.wrapping_sub(st.head);
+        if adv > out {
+            return false;
+        }
+        let old = st.head;
+        while let Some(j) = st.inflight.front() {
+            if j.end.wrapping_sub(old) > adv {
+                break;
+            }
+            let j = st.inflight.pop_front().expect("front");
+            // Counters before the signal: a woken waiter sees them current.
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(j.bytes, Ordering::Relaxed);
+            let _ = j.sig.signal(Ok(()));
+            st.done.push_back(j);
+            *n += 1;
+        }
+        st.head = head;
+        true
+    }
+
+    /// The channel halted with `code` at descriptor `index`: the job that
+    /// holds it fails (F4), later jobs are cancelled, the channel refuses
+    /// jobs until reset (D4).
+    fn halt(&self, st: &mut State, code: u8, index: u32) -> usize {
+        let ch = self.index;
+        let rel = index.wrapping_sub(st.head);
+        let valid = rel < st.tail.wrapping_sub(st.head);
+        if !valid {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        self.halted_code.store(code, Ordering::Relaxed);
+        let _ =
+            self.health
+                .compare_exchange(H_RUNNING, H_HALTED, Ordering::AcqRel, Ordering::Acquire);
+        let mut n = 0;
+        let mut failed = false;
+        while let Some(j) = st.inflight.pop_front() {
+            let seqno = j.sig.seqno();
+            let holds = !failed && (!valid || j.end.wrapping_sub(st.head) > rel);
+            let e = if holds {
+                failed = true;
+                if code == err::READ_FAULT || code == err::FETCH_FAULT {
+                    FenceError::IommuFault {
+                        channel: ch,
+                        seqno,
+                        index,
+                    }
+                } else {
+                    FenceError::Device {
+                        channel: ch,
+                        seqno,
+                        code,
+                        index,
+                    }
+                }
+            } else {
+                FenceError::Cancelled { channel: ch, seqno }
+            };
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = j.sig.signal(Err(e));
+            st.done.push_back(j);
+            n += 1;
+        }
+        n
+    }
+
+    /// Signal every in-flight job with `make(seqno)` and set `health`.
+    /// Signalling path.
+    pub(super) fn fail_all(
+        &self,
+        st: &mut State,
+        health: u8,
+        make: impl Fn(u64) -> FenceError,
+    ) -> usize {
+        // Health first: a woken waiter must see why its job failed.
+        if health != H_RUNNING {
+            self.health.store(health, Ordering::Release);
+        }
+        let mut n = 0;
+        while let Some(j) = st.inflight.pop_front() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = j.sig.signal(Err(make(j.sig.seqno())));
+            st.done.push_back(j);
+            n += 1;
+        }
+        self.space.notify_all();
+        self.reclaim.notify();
+        n
+    }
+
+    /// The device is lost: error everything, refuse everything (F3).
+    pub fn mark_lost(&self) {
+        let _s = SignallingSection::enter();
+        let ch = self.index;
+        let mut st = self.lock();
+        self.fail_all(&mut st, H_LOST, |seqno| FenceError::DeviceLost {
+            channel: ch,
+            seqno,
+        });
+    }
+
+    /// The device is closing: refuse new jobs.
+    pub fn mark_closed(&self) {
+        let h = self.health.load(Ordering::Acquire);
+        if h != H_LOST {
+            self.health.store(H_CLOSED, Ordering::Release);
+        }
+        self.space.notify_all();
+    }
+
+    /// Cancel whatever is still in flight (close).
+    pub fn cancel_all(&self) {
+        let _s = SignallingSection::enter();
+        let ch = self.index;
+        let mut st = self.lock();
+        self.fail_all(&mut st, H_RUNNING, |seqno| FenceError::Cancelled {
+            channel: ch,
+            seqno,
+        });
+    }
+
+    /// One watchdog look (F3, D1), at device time `now` (cycles). Processes
+    /// completions (a lost interrupt costs one tick), falls back to the
+    /// `HEAD` register when the writeback is unusable (D6), and declares
+    /// the channel hung after `stall_cycles` without progress. Signalling
+    /// path: register access through the non-allocating calls only. Returns
+    /// whether the channel was declared hung, or the fault when the device
+    /// does not answer.
+    pub fn watchdog(&self, now: u64) -> std::result::Result<bool, RegFault> {
+        let _s = SignallingSection::enter();
+        let mut st = self.lock();
+        let h = self.health.load(Ordering::Acquire);
+        if st.inflight.is_empty() || (h != H_RUNNING && h != H_CLOSED) {
+            st.progress = None;
+            return Ok(false);
+        }
+        let before = st.inflight.len();
+        self.process_locked(&mut st);
+        if !st.inflight.is_empty() {
+            let ch = self.index;
+            let head = self.regs.read_nonalloc(ch_reg(ch, &regs::CH_HEAD))?;
+            let bytes = self.regs.channel_bytes_nonalloc(ch as usize)?;
+            let mut m = 0;
+            if head != st.head && !self.advance_to(&mut st, head, &mut m) {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            if m > 0 {
+                self.space.notify_all();
+                self.reclaim.notify();
+            }
+            if !st.inflight.is_empty() {
+                let seen = (head, bytes);
+                match st.progress {
+                    Some((last, _)) if last == seen => {}
+                    _ => st.progress = Some((seen, now)),
+                }
+            }
+        }
+        let found = before - st.inflight.len();
+        if found > 0 {
+            self.stats
+                .watchdog_completions
+                .fetch_add(found as u64, Ordering::Relaxed);
+        }
+        if st.inflight.is_empty() {
+            st.progress = None;
+            return Ok(false);
+        }
+        let since = st.progress.map(|p| p.1).unwrap_or(now);
+        let stalled = now.wrapping_sub(since);
+        if stalled <= self.watchdog.stall_cycles {
+            return Ok(false);
+        }
+        // Stop the engine's work on this channel; reset restores it.
+        let ch = self.index;
+        let _ = self.regs.write_nonalloc(ch_reg(ch, &regs::CH_CTRL), 0);
+        self.fail_all(&mut st, H_HUNG, |seqno| FenceError::Hung {
+            channel: ch,
+            seqno,
+            cycles: stalled,
+        });
+        Ok(true)
+    }
+
+    /// Drop the resources of reclaimed jobs. Not a signalling path.
+    pub fn reclaim(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let j = self.lock().done.pop_front();
+            match j {
+                Some(j) => {
+                    log::trace!("channel {}: job {} reclaimed", self.index, j.sig.seqno());
+                    drop(j);
+                    n += 1;
+                }
+                None => return n,
+            }
+        }
+    }
+}
