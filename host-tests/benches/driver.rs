@@ -105,6 +105,58 @@ fn raw_eventfd_wakes(samples: usize) -> Vec<f64> {
     out
 }
 
+/// Raw two-hop baseline, the shape of a fence wake: a thread blocked in
+/// epoll_wait on an eventfd is woken by a write, and wakes a second thread
+/// blocked on a condition variable. One-way latencies in microseconds.
+fn raw_two_hop_wakes(samples: usize) -> Vec<f64> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use std::sync::{Arc, Condvar, Mutex};
+    let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap();
+    let raw = efd.as_raw_fd();
+    let flag = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let f2 = flag.clone();
+    let relay = std::thread::spawn(move || {
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        ep.add(efd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
+            .unwrap();
+        let mut evs = [EpollEvent::empty(); 1];
+        for _ in 0..samples {
+            ep.wait(&mut evs, EpollTimeout::NONE).unwrap();
+            let _ = efd.read();
+            let (m, cv) = &*f2;
+            *m.lock().unwrap() += 1;
+            cv.notify_all();
+        }
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (t_tx, t_rx) = mpsc::channel::<Instant>();
+    let f3 = flag.clone();
+    let waiter = std::thread::spawn(move || {
+        for i in 0..samples as u64 {
+            let (m, cv) = &*f3;
+            let mut g = m.lock().unwrap();
+            ready_tx.send(()).unwrap();
+            while *g <= i {
+                g = cv.wait(g).unwrap();
+            }
+            t_tx.send(Instant::now()).unwrap();
+        }
+    });
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        ready_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+        let t0 = Instant::now();
+        write_eventfd(raw);
+        let woke = t_rx.recv().unwrap();
+        out.push(woke.duration_since(t0).as_secs_f64() * 1e6);
+    }
+    relay.join().unwrap();
+    waiter.join().unwrap();
+    out
+}
+
 /// Fence wake latency: the device completes a job but its interrupt is
 /// dropped (fault injection); once the completion is in the writeback, the
 /// bench writes the channel's interrupt eventfd itself, as the MSI would,
@@ -226,6 +278,7 @@ fn main() {
 
     let n = if quick { 100 } else { 400 };
     let mut raw = raw_eventfd_wakes(n);
+    let mut two_hop = raw_two_hop_wakes(n);
     let mut fence = fence_wakes(&dev, n);
     println!("fence wake latency (interrupt eventfd written -> waiter returns), {n} samples");
     println!("{:<34} {:>10} {:>10}", "", "p50 us", "p99 us");
@@ -234,6 +287,12 @@ fn main() {
         "raw eventfd + epoll thread wake",
         pct(&mut raw, 0.5),
         pct(&mut raw, 0.99)
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.1}",
+        "raw eventfd -> epoll -> condvar",
+        pct(&mut two_hop, 0.5),
+        pct(&mut two_hop, 0.99)
     );
     println!(
         "{:<34} {:>10.1} {:>10.1}   ({} samples)",
