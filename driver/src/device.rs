@@ -14,6 +14,7 @@
 
 use crate::backend::vfio_user::{VfioUserBackend, VfioUserOptions};
 use crate::backend::{Backend, IrqKind};
+use crate::cardmem::CardMemory;
 use crate::channel::{Channel, ChannelCore, WatchdogConfig};
 use crate::error::{Error, Result};
 use crate::mem::{BufferOptions, DmaBuffer, DmaSpace};
@@ -125,6 +126,7 @@ pub(crate) struct Shared {
     pub err_irq: Option<nix::sys::eventfd::EventFd>,
     pub watchdog: WatchdogConfig,
     pub reclaim: Arc<ReclaimSignal>,
+    pub card: CardMemory,
     pub stop: AtomicBool,
     lost: AtomicBool,
     closed: AtomicBool,
@@ -247,6 +249,7 @@ impl Device {
         let regs = Arc::new(Regs::new(backend.clone())?);
         let cfg = identify(&regs, &name)?;
         let reclaim = Arc::new(ReclaimSignal::default());
+        let card = CardMemory::new(backend.clone(), cfg.card_mem_bytes())?;
         if opts.inspect {
             let shared = Arc::new(Shared {
                 name,
@@ -258,6 +261,7 @@ impl Device {
                 err_irq: None,
                 watchdog: opts.watchdog,
                 reclaim,
+                card,
                 stop: AtomicBool::new(false),
                 lost: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
@@ -335,6 +339,7 @@ impl Device {
             err_irq: Some(err_irq),
             watchdog: opts.watchdog,
             reclaim,
+            card,
             stop: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -482,52 +487,18 @@ impl Device {
         self.shared.regs.cycles()
     }
 
-    /// Read card memory through BAR2.
+    /// Read card memory (BAR2), through its mapping where the transport
+    /// offers one.
     pub fn card_read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.shared.check_usable()?;
-        self.card_range(offset, buf.len())?;
-        let b = self.backend();
-        let max = 1 << 16;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = (buf.len() - done).min(max);
-            b.region_read(
-                pci::BAR_CARD_MEM,
-                offset + done as u64,
-                &mut buf[done..done + n],
-            )?;
-            done += n;
-        }
-        Ok(())
+        self.shared.card.read(offset, buf)
     }
 
-    /// Write card memory through BAR2.
+    /// Write card memory (BAR2), through its mapping where the transport
+    /// offers one.
     pub fn card_write(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.shared.check_usable()?;
-        self.card_range(offset, data.len())?;
-        let b = self.backend();
-        let max = 1 << 16;
-        let mut done = 0;
-        while done < data.len() {
-            let n = (data.len() - done).min(max);
-            b.region_write(
-                pci::BAR_CARD_MEM,
-                offset + done as u64,
-                &data[done..done + n],
-            )?;
-            done += n;
-        }
-        Ok(())
-    }
-
-    fn card_range(&self, offset: u64, len: usize) -> Result<()> {
-        let size = self.shared.cfg.card_mem_bytes();
-        if offset > size || size - offset < len as u64 {
-            return Err(Error::Invalid(format!(
-                "card range {offset:#x}+{len:#x} outside card memory of {size:#x} bytes"
-            )));
-        }
-        Ok(())
+        self.shared.card.write(offset, data)
     }
 
     /// Fault injection at the device boundary (D7), when the card has it.

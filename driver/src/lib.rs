@@ -73,6 +73,8 @@
 // machinery above them uses std's types directly.
 pub mod backend;
 #[cfg(not(loom))]
+mod cardmem;
+#[cfg(not(loom))]
 pub mod channel;
 #[cfg(not(loom))]
 pub mod device;
