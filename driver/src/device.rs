@@ -272,25 +272,8 @@ impl Device {
             });
         }
 
-        // Bus mastering: without it neither DMA nor MSI-X gets through.
-        let mut cmd = [0u8; 2];
-        backend.config_read(cfg::COMMAND as u64, &mut cmd)?;
-        let cmd = u16::from_le_bytes(cmd) | cfg::COMMAND_MEMORY | cfg::COMMAND_BUS_MASTER;
-        backend.config_write(cfg::COMMAND as u64, &cmd.to_le_bytes())?;
-
-        // Soft reset, bounded in device time (D1).
-        regs.write(regs::GCTRL.offset, regs::GCTRL_SOFT_RESET.encode(1))?;
-        wait_until(
-            &regs,
-            &name,
-            "soft reset",
-            10_000_000,
-            opts.watchdog.backstop,
-            || {
-                let s = regs.read(regs::GSTATUS.offset)?;
-                Ok(s != u32::MAX && regs::GSTATUS_RESET_BUSY.decode(s) == 0)
-            },
-        )?;
+        enable_bus_master(backend.as_ref())?;
+        soft_reset(&regs, &name, opts.watchdog.backstop)?;
 
         // One eventfd per vector: channels, then the error vector.
         let vectors = cfg.msix_vectors() as u32;
@@ -321,11 +304,7 @@ impl Device {
             op: "eventfd",
             source: e.into(),
         })?;
-        {
-            let mut fds: Vec<_> = channels.iter().map(|c| c.irq.as_fd()).collect();
-            fds.push(err_irq.as_fd());
-            backend.set_irq_eventfds(IrqKind::Msix, 0, &fds)?;
-        }
+        route_irqs(backend.as_ref(), &channels, Some(&err_irq))?;
         regs.write(regs::ERR_VEC.offset, cfg.channels as u32)?;
         regs.write(regs::GCTRL.offset, regs::GCTRL_ENABLE.encode(1))?;
 
@@ -501,6 +480,68 @@ impl Device {
         self.shared.card.write(offset, data)
     }
 
+    /// Reset the whole engine through its soft-reset register (D4): every
+    /// job in flight on every channel is cancelled (never replayed), every
+    /// ring is rebuilt, and every channel accepts jobs again — halted and
+    /// hung ones included.
+    pub fn reset(&self) -> Result<()> {
+        self.reset_with(false)
+    }
+
+    /// As [`Device::reset`], preceded by a function-level reset through the
+    /// transport (VFIO_DEVICE_RESET, or vfio-user DEVICE_RESET), after which
+    /// bus mastering and the interrupt routing are set up again. Fails with
+    /// [`crate::BackendError::ResetUnsupported`] where the device offers
+    /// none; the engine is then reset through its own register only.
+    pub fn function_reset(&self) -> Result<()> {
+        self.reset_with(true)
+    }
+
+    fn reset_with(&self, function: bool) -> Result<()> {
+        self.shared.check_usable()?;
+        self.full("reset")?;
+        let sh = &self.shared;
+        for c in &sh.channels {
+            c.park()?;
+        }
+        let mut unsupported = None;
+        if function {
+            match sh.regs.backend().reset() {
+                Ok(()) => {
+                    enable_bus_master(sh.regs.backend().as_ref())?;
+                    route_irqs(
+                        sh.regs.backend().as_ref(),
+                        &sh.channels,
+                        sh.err_irq.as_ref(),
+                    )?;
+                }
+                Err(e @ crate::BackendError::ResetUnsupported { .. }) => unsupported = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        soft_reset(&sh.regs, &sh.name, sh.watchdog.backstop)?;
+        for c in &sh.channels {
+            c.unpark()?;
+        }
+        sh.regs
+            .write(regs::ERR_VEC.offset, sh.cfg.channels as u32)?;
+        sh.regs
+            .write(regs::GCTRL.offset, regs::GCTRL_ENABLE.encode(1))?;
+        log::info!(
+            "{}: engine reset{}",
+            sh.name,
+            if function && unsupported.is_none() {
+                " (function-level and soft)"
+            } else {
+                ""
+            }
+        );
+        match unsupported {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
     /// Fault injection at the device boundary (D7), when the card has it.
     pub fn faults(&self) -> Result<crate::faults::FaultInjector<'_>> {
         crate::faults::FaultInjector::new(self)
@@ -565,6 +606,38 @@ impl Drop for Device {
     fn drop(&mut self) {
         self.close_inner();
     }
+}
+
+/// Bus mastering (and memory decoding) on: without it neither DMA nor MSI-X
+/// gets through. vfio-pci does not set it, and a function reset clears it.
+fn enable_bus_master(backend: &dyn Backend) -> Result<()> {
+    let mut cmd = [0u8; 2];
+    backend.config_read(cfg::COMMAND as u64, &mut cmd)?;
+    let cmd = u16::from_le_bytes(cmd) | cfg::COMMAND_MEMORY | cfg::COMMAND_BUS_MASTER;
+    backend.config_write(cfg::COMMAND as u64, &cmd.to_le_bytes())?;
+    Ok(())
+}
+
+/// Soft-reset the engine and wait for it, bounded in device time (D1) with
+/// the wall-clock backstop.
+fn soft_reset(regs: &Regs, name: &str, backstop: Duration) -> Result<()> {
+    regs.write(regs::GCTRL.offset, regs::GCTRL_SOFT_RESET.encode(1))?;
+    wait_until(regs, name, "soft reset", 10_000_000, backstop, || {
+        let s = regs.read(regs::GSTATUS.offset)?;
+        Ok(s != u32::MAX && regs::GSTATUS_RESET_BUSY.decode(s) == 0)
+    })
+}
+
+/// One eventfd per MSI-X vector: the channels', then the error vector's.
+fn route_irqs(
+    backend: &dyn Backend,
+    channels: &[Arc<ChannelCore>],
+    err_irq: Option<&nix::sys::eventfd::EventFd>,
+) -> Result<()> {
+    let mut fds: Vec<_> = channels.iter().map(|c| c.irq.as_fd()).collect();
+    fds.extend(err_irq.map(|e| e.as_fd()));
+    backend.set_irq_eventfds(IrqKind::Msix, 0, &fds)?;
+    Ok(())
 }
 
 /// Check identity and contract version; read the capabilities.

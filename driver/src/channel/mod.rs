@@ -116,6 +116,8 @@ pub enum Health {
     Lost,
     /// The device was closed.
     Closed,
+    /// A channel or device reset is in progress.
+    Resetting,
 }
 
 const H_RUNNING: u8 = 0;
@@ -123,6 +125,7 @@ const H_HALTED: u8 = 1;
 const H_HUNG: u8 = 2;
 const H_LOST: u8 = 3;
 const H_CLOSED: u8 = 4;
+const H_RESETTING: u8 = 5;
 
 /// Counters of one channel.
 #[derive(Debug, Default)]
@@ -351,6 +354,7 @@ impl ChannelCore {
             H_HALTED => Health::Halted(self.halted_code.load(Ordering::Relaxed)),
             H_HUNG => Health::Hung,
             H_LOST => Health::Lost,
+            H_RESETTING => Health::Resetting,
             _ => Health::Closed,
         }
     }
@@ -361,6 +365,7 @@ impl ChannelCore {
             Health::Hung => "hung".into(),
             Health::Lost => "lost".into(),
             Health::Closed => "closed".into(),
+            Health::Resetting => "being reset".into(),
             Health::Running => "running".into(),
         };
         if self.health() == Health::Lost {
@@ -506,6 +511,14 @@ impl ChannelCore {
     /// Reset the channel (D4): in-flight jobs are cancelled, never replayed;
     /// the ring is rebuilt and the channel accepts jobs again.
     pub fn reset(&self) -> Result<()> {
+        self.park()?;
+        self.unpark()
+    }
+
+    /// First half of a reset: refuse new jobs, cancel every job in flight
+    /// and forget the ring's indices. The channel stays parked (health
+    /// `Resetting`) until [`ChannelCore::unpark`].
+    pub fn park(&self) -> Result<()> {
         if crate::fork::in_forked_child() {
             return Err(Error::Forked);
         }
@@ -518,7 +531,7 @@ impl ChannelCore {
         let mut st = self.lock();
         {
             let _s = SignallingSection::enter();
-            self.fail_all(&mut st, H_RUNNING, |seqno| FenceError::Cancelled {
+            self.fail_all(&mut st, H_RESETTING, |seqno| FenceError::Cancelled {
                 channel: ch,
                 seqno,
             });
@@ -528,11 +541,20 @@ impl ChannelCore {
         st.progress = None;
         self.published_tail.store(0, Ordering::Release);
         *db = 0;
+        Ok(())
+    }
+
+    /// Second half of a reset: reset the channel in the device, program its
+    /// ring, writeback and vector, run it, and accept jobs again.
+    pub fn unpark(&self) -> Result<()> {
+        let _db = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
+        let _st = self.lock();
+        if self.health.load(Ordering::Acquire) != H_RESETTING {
+            return Err(self.down_error());
+        }
         self.program()?;
         self.halted_code.store(0, Ordering::Relaxed);
         self.health.store(H_RUNNING, Ordering::Release);
-        drop(st);
-        drop(db);
         Ok(())
     }
 
