@@ -399,6 +399,7 @@ impl Device {
 
     /// The device's DMA address space.
     pub fn dma_space(&self) -> Result<&Arc<DmaSpace>> {
+        self.shared.check_usable()?;
         self.full("DMA memory")?;
         Ok(self
             .shared
@@ -463,6 +464,9 @@ impl Device {
 
     /// The device cycle counter (D1).
     pub fn cycles(&self) -> Result<u64> {
+        if crate::fork::in_forked_child() {
+            return Err(Error::Forked);
+        }
         self.shared.regs.cycles()
     }
 
@@ -501,6 +505,8 @@ impl Device {
         self.shared.check_usable()?;
         self.full("reset")?;
         let sh = &self.shared;
+        // Every channel's reset lock, in index order, for the whole reset.
+        let _guards: Vec<_> = sh.channels.iter().map(|c| c.reset_guard()).collect();
         for c in &sh.channels {
             c.park()?;
         }
@@ -576,14 +582,14 @@ impl Device {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Stop each channel in the device before its remaining jobs are
+        // cancelled: their memory is released only once the engine can no
+        // longer touch it.
         for c in &sh.channels {
-            c.cancel_all();
+            let stopped = !sh.is_lost() && c.stop_in_device().is_ok();
+            c.cancel_all(stopped || sh.is_lost());
         }
         if !sh.inspect && !sh.is_lost() {
-            for c in &sh.channels {
-                let off = fdma_hw::regs::channel_reg(c.index as usize, &regs::CH_CTRL);
-                let _ = sh.regs.write(off, regs::CH_CTRL_RESET.encode(1));
-            }
             let _ = sh.regs.write(regs::GCTRL.offset, 0);
             let _ = sh.regs.backend().disable_irqs(IrqKind::Msix);
         }

@@ -84,7 +84,7 @@ impl Regs {
     /// written to DMA memory before it (descriptors) is visible to the device
     /// first.
     pub fn doorbell(&self, off: u32, v: u32) -> std::result::Result<(), BackendError> {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        doorbell_barrier();
         if let Some(m) = &self.map {
             // SAFETY: as in `read`; `off` comes from the register map.
             unsafe { std::ptr::write_volatile(m.ptr.add(off as usize) as *mut u32, v.to_le()) };
@@ -154,4 +154,20 @@ impl Regs {
         let hi = self.read(channel_reg(ch, &CH_BYTES_HI))?;
         Ok((hi as u64) << 32 | lo as u64)
     }
+}
+
+/// Order every earlier write to DMA memory before a following MMIO write
+/// (the doorbell). On x86-64 stores are not reordered with other stores, so
+/// a release fence (a compiler barrier) suffices; on AArch64 a release fence
+/// is `dmb ish`, which does not order normal-memory stores before device
+/// stores, so an outer-shareable store barrier is needed.
+#[inline]
+pub fn doorbell_barrier() {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a store barrier has no operands and no memory effects beyond
+    // ordering.
+    unsafe {
+        std::arch::asm!("dmb oshst", options(nostack, preserves_flags))
+    };
 }

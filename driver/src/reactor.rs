@@ -120,6 +120,12 @@ impl Threads {
             .into_iter()
             .flatten()
         {
+            if h.thread().id() == std::thread::current().id() {
+                // Closed from one of its own threads (the last handle
+                // dropped in a callback): that thread ends by itself once
+                // it sees `stop`; joining it here would wait for ever.
+                continue;
+            }
             if h.join().is_err() {
                 log::error!("{}: an fdma thread panicked", shared.name);
             }

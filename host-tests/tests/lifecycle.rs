@@ -134,8 +134,8 @@ fn inspect_open_shows_a_halt_instead_of_erasing_it() {
 
 #[test]
 fn c10_a_forked_child_gets_poisoned_handles_and_the_parent_carries_on() {
-    let rig = rig();
-    let dev = &rig.dev;
+    let mut rig = Some(rig());
+    let dev = &rig.as_ref().unwrap().dev;
     let c = dev.channel(0).unwrap();
     let b = dev.alloc(4096).unwrap();
     b.write_at(0, &pattern(1, 4096)).unwrap();
@@ -143,14 +143,28 @@ fn c10_a_forked_child_gets_poisoned_handles_and_the_parent_carries_on() {
     j.h2c(&b, 0, 0, 4096);
     wait(&c.submit(&j).unwrap()).unwrap();
     // SAFETY: the child only calls fdma entry points that return at once
-    // (no locks, no allocation on the error path) and then _exits.
+    // (no locks, no allocation on the error path), drops its handles (which
+    // must do no I/O), and then _exits.
     match unsafe { libc::fork() } {
         0 => {
+            let dev = &rig.as_ref().unwrap().dev;
             let ok = matches!(c.submit(&j), Err(fdma::Error::Forked))
                 && matches!(dev.read_reg(0), Err(fdma::Error::Forked))
+                && matches!(dev.cycles(), Err(fdma::Error::Forked))
+                && matches!(dev.dma_space(), Err(fdma::Error::Forked))
+                && matches!(dev.alloc(4096), Err(fdma::Error::Forked))
+                && matches!(dev.card_read(0, &mut [0u8; 4]), Err(fdma::Error::Forked))
+                && matches!(c.reset(), Err(fdma::Error::Forked))
                 && matches!(b.read_vec(0, 1), Err(fdma::Error::Forked));
             drop(c);
             drop(b);
+            drop(j);
+            // Dropping the device in the child: no messages on the
+            // parent's socket, no unmaps, no joins of threads it lacks.
+            // (The simulator process is the parent's: forget, not kill.)
+            let Rig { dev, sim } = rig.take().expect("rig");
+            std::mem::forget(sim);
+            drop(dev);
             // SAFETY: leaving the child without running the parent's
             // destructors or atexit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
@@ -169,4 +183,5 @@ fn c10_a_forked_child_gets_poisoned_handles_and_the_parent_carries_on() {
     let mut card = vec![0u8; 4096];
     dev.card_read(0, &mut card).unwrap();
     assert_same(&card, &pattern(1, 4096), "parent DMA after fork");
+    assert_eq!(dev.read_reg(fdma_hw::regs::ID.offset).unwrap(), fdma_hw::id_value());
 }

@@ -54,7 +54,10 @@ fn a_full_ring_errors_or_waits_as_asked() {
 
 #[test]
 fn doorbells_are_batched_until_flushed() {
-    let rig = rig();
+    // A watchdog tick far longer than the test, so only `flush` rings.
+    let mut opts = test_opts();
+    opts.watchdog.tick = Duration::from_secs(5);
+    let rig = rig_with(&[], opts);
     let dev = &rig.dev;
     let c = dev.channel(1).unwrap();
     let b = dev.alloc(4096).unwrap();
@@ -167,4 +170,48 @@ fn a_cpu_write_waits_for_the_device_reading_the_buffer() {
     let mut card = vec![0u8; 8192];
     dev.card_read(0, &mut card).unwrap();
     assert_same(&card, &old, "the device read the data as it was at submit");
+}
+
+#[test]
+fn f3_a_deferred_doorbell_nobody_flushes_still_completes() {
+    // The watchdog rings doorbells a batching caller left pending, so a
+    // submitted job completes in bounded time even if flush never comes.
+    let rig = rig();
+    let dev = &rig.dev;
+    let c = dev.channel(2).unwrap();
+    let b = dev.alloc(4096).unwrap();
+    let mut j = Job::new();
+    j.h2c(&b, 0, 0, 4096);
+    let deferred = SubmitOptions {
+        doorbell: false,
+        ..Default::default()
+    };
+    let f = c.submit_with(&j, deferred).unwrap();
+    assert_eq!(wait(&f), Ok(()));
+}
+
+#[test]
+fn f9_a_panicking_callback_does_not_stop_the_reactor() {
+    let rig = rig();
+    let dev = &rig.dev;
+    let c = dev.channel(0).unwrap();
+    let b = dev.alloc(4096).unwrap();
+    let mut j = Job::new();
+    j.h2c(&b, 0, 0, 4096);
+    let fi = dev.faults().unwrap();
+    fi.stall(0, true).unwrap();
+    let f = c.submit(&j).unwrap();
+    f.on_signal(Box::new(|_| panic!("a callback that panics (expected in this test)")))
+        .unwrap();
+    fi.stall(0, false).unwrap();
+    assert_eq!(wait(&f), Ok(()));
+    let t0 = Instant::now();
+    while !f.callback_panicked() {
+        assert!(t0.elapsed() < LIVENESS);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Interrupt-driven completions still work on every channel.
+    for ch in 0..dev.channels() {
+        wait(&dev.channel(ch).unwrap().submit(&j).unwrap()).unwrap();
+    }
 }

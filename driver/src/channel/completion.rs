@@ -33,16 +33,25 @@ impl ChannelCore {
             }
         }
         if n > 0 {
-            self.space.notify_all();
+            self.room.notify_all();
             self.reclaim.notify();
         }
         n
     }
 
-    /// Complete every job that ends at or before `head`, if `head` is
-    /// within `[st.head, st.tail]` (D2). Returns false if it is not.
-    fn advance_to(&self, st: &mut State, head: u32, n: &mut usize) -> bool {
+    /// Descriptors the device has been told about and not yet completed:
+    /// the window every device-reported index must fall in (D2).
+    fn window(&self, st: &State) -> u32 {
+        let rung = self.rung_tail.load(Ordering::Acquire);
         let out = st.tail.wrapping_sub(st.head);
+        rung.wrapping_sub(st.head).min(out)
+    }
+
+    /// Complete every job that ends at or before `head`, if `head` is
+    /// within `[st.head, rung tail]` (D2): a device cannot complete what it
+    /// was never told about. Returns false if it is not.
+    fn advance_to(&self, st: &mut State, head: u32, n: &mut usize) -> bool {
+        let out = self.window(st);
         let adv = head.wrapping_sub(st.head);
         if adv > out {
             return false;
@@ -70,7 +79,7 @@ impl ChannelCore {
     fn halt(&self, st: &mut State, code: u8, index: u32) -> usize {
         let ch = self.index;
         let rel = index.wrapping_sub(st.head);
-        let valid = rel < st.tail.wrapping_sub(st.head);
+        let valid = rel < self.window(st);
         if !valid {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         }
@@ -104,18 +113,21 @@ impl ChannelCore {
             };
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let _ = j.sig.signal(Err(e));
-            st.done.push_back(j);
+            // Halted, not reset: the memory stays until the channel is.
+            st.held.push_back(j);
             n += 1;
         }
         n
     }
 
     /// Signal every in-flight job with `make(seqno)` and set `health`.
-    /// Signalling path.
+    /// `hold` keeps the jobs' memory (the engine may still touch it) until
+    /// the channel is stopped in the device. Signalling path.
     pub(super) fn fail_all(
         &self,
         st: &mut State,
         health: u8,
+        hold: bool,
         make: impl Fn(u64) -> FenceError,
     ) -> usize {
         // Health first: a woken waiter must see why its job failed.
@@ -126,10 +138,14 @@ impl ChannelCore {
         while let Some(j) = st.inflight.pop_front() {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let _ = j.sig.signal(Err(make(j.sig.seqno())));
-            st.done.push_back(j);
+            if hold {
+                st.held.push_back(j);
+            } else {
+                st.done.push_back(j);
+            }
             n += 1;
         }
-        self.space.notify_all();
+        self.room.notify_all();
         self.reclaim.notify();
         n
     }
@@ -139,41 +155,53 @@ impl ChannelCore {
         let _s = SignallingSection::enter();
         let ch = self.index;
         let mut st = self.lock();
-        self.fail_all(&mut st, H_LOST, |seqno| FenceError::DeviceLost {
+        // A lost device reaches no memory any more.
+        self.fail_all(&mut st, H_LOST, false, |seqno| FenceError::DeviceLost {
             channel: ch,
             seqno,
         });
+        st.release_held();
     }
 
-    /// The device is closing: refuse new jobs.
+    /// The device is closing: refuse new jobs (under the state lock, so no
+    /// submit and no reset completes against a closed channel).
     pub fn mark_closed(&self) {
+        let _st = self.lock();
         let h = self.health.load(Ordering::Acquire);
         if h != H_LOST {
             self.health.store(H_CLOSED, Ordering::Release);
         }
-        self.space.notify_all();
+        self.room.notify_all();
     }
 
-    /// Cancel whatever is still in flight (close).
-    pub fn cancel_all(&self) {
+    /// Cancel whatever is still in flight (close). `stopped`: the channel
+    /// was stopped in the device, so held memory may go.
+    pub fn cancel_all(&self, stopped: bool) {
         let _s = SignallingSection::enter();
         let ch = self.index;
         let mut st = self.lock();
-        self.fail_all(&mut st, H_RUNNING, |seqno| FenceError::Cancelled {
-            channel: ch,
-            seqno,
+        self.fail_all(&mut st, H_RUNNING, !stopped, |seqno| {
+            FenceError::Cancelled { channel: ch, seqno }
         });
+        if stopped {
+            st.release_held();
+        }
     }
 
-    /// One watchdog look (F3, D1), at device time `now` (cycles). Processes
-    /// completions (a lost interrupt costs one tick), falls back to the
-    /// `HEAD` register when the writeback is unusable (D6), and declares
-    /// the channel hung after `stall_cycles` without progress. Signalling
-    /// path: register access through the non-allocating calls only. Returns
-    /// whether the channel was declared hung, or the fault when the device
-    /// does not answer.
+    /// One watchdog look (F3, D1), at device time `now` (cycles). Rings a
+    /// deferred doorbell, processes completions (a lost interrupt costs one
+    /// tick), falls back to the `HEAD` register when the writeback is
+    /// unusable (D6), and declares the channel hung when its validated head
+    /// and byte counter have not moved for `stall_cycles` device cycles, or
+    /// for the wall-clock backstop (a device that stops clocking with work
+    /// pending). Signalling path: register access through the
+    /// non-allocating calls only. Returns whether the channel was declared
+    /// hung; `Err` only when the device is lost.
     pub fn watchdog(&self, now: u64) -> std::result::Result<bool, RegFault> {
         let _s = SignallingSection::enter();
+        if let Err(RegFault::Lost) = self.flush_deferred() {
+            return Err(RegFault::Lost);
+        }
         let mut st = self.lock();
         let h = self.health.load(Ordering::Acquire);
         if st.inflight.is_empty() || (h != H_RUNNING && h != H_CLOSED) {
@@ -182,24 +210,30 @@ impl ChannelCore {
         }
         let before = st.inflight.len();
         self.process_locked(&mut st);
+        let ch = self.index;
+        let mut seen = st.progress.map(|p| p.0);
         if !st.inflight.is_empty() {
-            let ch = self.index;
-            let head = self.regs.read_nonalloc(ch_reg(ch, &regs::CH_HEAD))?;
-            let bytes = self.regs.channel_bytes_nonalloc(ch as usize)?;
+            // Progress counts only on values that pass the range checks; a
+            // refused read is no progress (D2).
+            let head = match self.regs.read_nonalloc(ch_reg(ch, &regs::CH_HEAD)) {
+                Err(RegFault::Lost) => return Err(RegFault::Lost),
+                r => r.ok(),
+            };
+            let bytes = match self.regs.channel_bytes_nonalloc(ch as usize) {
+                Err(RegFault::Lost) => return Err(RegFault::Lost),
+                r => r.ok().filter(|&b| b != u64::MAX),
+            };
             let mut m = 0;
-            if head != st.head && !self.advance_to(&mut st, head, &mut m) {
+            let head = head.filter(|&h| h == st.head || self.advance_to(&mut st, h, &mut m));
+            if head.is_none() {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             }
             if m > 0 {
-                self.space.notify_all();
+                self.room.notify_all();
                 self.reclaim.notify();
             }
-            if !st.inflight.is_empty() {
-                let seen = (head, bytes);
-                match st.progress {
-                    Some((last, _)) if last == seen => {}
-                    _ => st.progress = Some((seen, now)),
-                }
+            if let (Some(hd), Some(by)) = (head, bytes) {
+                seen = Some((hd, by));
             }
         }
         let found = before - st.inflight.len();
@@ -212,15 +246,21 @@ impl ChannelCore {
             st.progress = None;
             return Ok(false);
         }
-        let since = st.progress.map(|p| p.1).unwrap_or(now);
+        match (st.progress, seen) {
+            (Some((last, _, _)), Some(s)) if last == s => {}
+            (Some(_), None) => {}
+            (_, Some(s)) => st.progress = Some((s, now, Instant::now())),
+            (None, None) => st.progress = Some(((st.head, 0), now, Instant::now())),
+        }
+        let (_, since, since_wall) = st.progress.expect("set above");
         let stalled = now.wrapping_sub(since);
-        if stalled <= self.watchdog.stall_cycles {
+        if stalled <= self.watchdog.stall_cycles && since_wall.elapsed() <= self.watchdog.backstop {
             return Ok(false);
         }
-        // Stop the engine's work on this channel; reset restores it.
-        let ch = self.index;
+        // Stop the engine's work on this channel; reset restores it. The
+        // jobs' memory is held until then: the engine may yet touch it.
         let _ = self.regs.write_nonalloc(ch_reg(ch, &regs::CH_CTRL), 0);
-        self.fail_all(&mut st, H_HUNG, |seqno| FenceError::Hung {
+        self.fail_all(&mut st, H_HUNG, true, |seqno| FenceError::Hung {
             channel: ch,
             seqno,
             cycles: stalled,

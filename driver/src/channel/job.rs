@@ -2,9 +2,10 @@
 //! descriptors.
 
 use crate::error::{Error, Result};
-use crate::mem::DmaBuffer;
+use crate::mem::{DmaBuffer, DmaSpace};
 use fdma_hw::desc::Direction;
 use fdma_hw::EngineConfig;
+use std::sync::Arc;
 
 /// One side of a copy.
 #[derive(Debug, Clone)]
@@ -138,7 +139,7 @@ impl Job {
     /// Check every copy against the engine and the buffers, split copies
     /// longer than the descriptor limit, and collect the buffers. Nothing
     /// is touched when this fails.
-    pub(crate) fn lower(&self, cfg: &EngineConfig) -> Result<Lowered> {
+    pub(crate) fn lower(&self, cfg: &EngineConfig, space: &Arc<DmaSpace>) -> Result<Lowered> {
         if self.segs.is_empty() {
             return Err(Error::Invalid("empty job".into()));
         }
@@ -152,6 +153,11 @@ impl Job {
             let host = |e: &Endpoint, write: bool, out: &mut Lowered| -> Result<Option<u64>> {
                 Ok(match e {
                     Endpoint::Buffer { buf, offset } => {
+                        if !Arc::ptr_eq(buf.space(), space) {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: the buffer belongs to another device"
+                            )));
+                        }
                         let end = (*offset as u64).checked_add(s.len);
                         if !end.is_some_and(|e| e <= buf.len() as u64) {
                             return Err(Error::Invalid(format!(

@@ -45,7 +45,7 @@ pub use job::{Endpoint, Job, Segment};
 use crate::backend::RegFault;
 use crate::error::{Error, FenceError, Result};
 use crate::fence::{Fence, Signaller, Timeline};
-use crate::mem::DmaBuffer;
+use crate::mem::{DmaBuffer, DmaSpace};
 use crate::mmio::Regs;
 use crate::resv::{Purpose, Usage};
 use crate::sync::SignallingSection;
@@ -190,8 +190,30 @@ struct State {
     inflight: VecDeque<Inflight>,
     /// Signalled jobs waiting to be reclaimed off the signalling path.
     done: VecDeque<Inflight>,
-    /// Watchdog: last (head, bytes) seen and the device cycle it changed.
-    progress: Option<((u32, u64), u64)>,
+    /// Failed jobs whose memory the engine may still touch (a halted or
+    /// hung channel not yet reset): their fences are signalled (F3) but
+    /// their buffers, and so their IOVAs (C4), are kept until the channel
+    /// is stopped in the device.
+    held: VecDeque<Inflight>,
+    /// Watchdog: last validated (head, bytes), and the device cycle and
+    /// wall-clock time they last changed.
+    progress: Option<((u32, u64), u64, Instant)>,
+}
+
+impl State {
+    /// Job slots in use: in flight, held, or awaiting reclaim.
+    fn jobs(&self) -> usize {
+        self.inflight.len() + self.done.len() + self.held.len()
+    }
+
+    /// Move held jobs to the done queue (the device has stopped touching
+    /// their memory). No allocation: both queues have the ring's capacity
+    /// and never hold more than the ring's jobs together.
+    fn release_held(&mut self) {
+        while let Some(j) = self.held.pop_front() {
+            self.done.push_back(j);
+        }
+    }
 }
 
 /// One channel's shared state. Handles are [`Channel`].
@@ -201,10 +223,16 @@ pub(crate) struct ChannelCore {
     mem: RingMem,
     regs: Arc<Regs>,
     cfg: EngineConfig,
+    dma: Arc<DmaSpace>,
     state: Mutex<State>,
-    space: Condvar,
+    /// Signalled when ring room may have appeared.
+    room: Condvar,
     doorbell: Mutex<u32>,
     published_tail: AtomicU32,
+    /// The tail last written to the device: HEAD can never pass it (D2).
+    rung_tail: AtomicU32,
+    /// Serialises channel resets, and device resets against them.
+    reset_lock: Mutex<()>,
     health: AtomicU8,
     halted_code: AtomicU8,
     mode: AtomicU8,
@@ -281,11 +309,15 @@ impl ChannelCore {
                 head: 0,
                 inflight: VecDeque::with_capacity(ring_size as usize),
                 done: VecDeque::with_capacity(ring_size as usize),
+                held: VecDeque::with_capacity(ring_size as usize),
                 progress: None,
             }),
-            space: Condvar::new(),
+            dma: space.clone(),
+            room: Condvar::new(),
             doorbell: Mutex::new(0),
             published_tail: AtomicU32::new(0),
+            rung_tail: AtomicU32::new(0),
+            reset_lock: Mutex::new(()),
             health: AtomicU8::new(H_RUNNING),
             halted_code: AtomicU8::new(0),
             mode: AtomicU8::new(0),
@@ -298,13 +330,20 @@ impl ChannelCore {
         Ok(core)
     }
 
+    /// Reset the channel in the device and wait until it is stopped: from
+    /// then on the engine touches none of the channel's memory.
+    pub(crate) fn stop_in_device(&self) -> Result<()> {
+        let ch = self.index;
+        self.regs
+            .write(ch_reg(ch, &regs::CH_CTRL), regs::CH_CTRL_RESET.encode(1))?;
+        self.wait_reset_done()
+    }
+
     /// Reset the channel in the device and program its ring, writeback and
     /// vector, then set RUN. Software indices must be zero.
     fn program(&self) -> Result<()> {
         let ch = self.index;
-        self.regs
-            .write(ch_reg(ch, &regs::CH_CTRL), regs::CH_CTRL_RESET.encode(1))?;
-        self.wait_reset_done()?;
+        self.stop_in_device()?;
         self.mem.clear_wb();
         let ring = self.mem.ring.iova();
         let wb = self.mem.wb.iova();
@@ -388,7 +427,7 @@ impl ChannelCore {
         if crate::fork::in_forked_child() {
             return Err(Error::Forked);
         }
-        let low = job.lower(&self.cfg)?;
+        let low = job.lower(&self.cfg, &self.dma)?;
         let n = low.descs.len() as u32;
         if n > self.mem.size {
             return Err(Error::Invalid(format!(
@@ -422,7 +461,7 @@ impl ChannelCore {
             // signalling path): dropped after the lock is released.
             reclaimed.extend(st.done.drain(..));
             let used = st.tail.wrapping_sub(st.head);
-            let jobs = st.inflight.len() + st.done.len();
+            let jobs = st.jobs();
             if used + n <= self.mem.size && jobs < self.mem.size as usize {
                 break;
             }
@@ -440,7 +479,7 @@ impl ChannelCore {
             st = self.lock();
             if st.tail.wrapping_sub(st.head) + n > self.mem.size {
                 st = self
-                    .space
+                    .room
                     .wait_timeout(st, self.watchdog.tick)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
@@ -479,8 +518,17 @@ impl ChannelCore {
         drop(st);
         drop(reclaimed);
         self.stats.jobs.fetch_add(1, Ordering::Relaxed);
+        // Past the point of no return the job exists: a failed doorbell does
+        // not unmake it. It runs with the next doorbell (the watchdog rings
+        // deferred ones), or fails with the device if the device is lost.
         if opts.doorbell {
-            self.ring_doorbell()?;
+            if let Err(e) = self.ring_doorbell() {
+                log::warn!(
+                    "channel {}: doorbell for job {} failed: {e}; the watchdog retries",
+                    self.index,
+                    fence.seqno()
+                );
+            }
         }
         Ok(fence)
     }
@@ -493,6 +541,8 @@ impl ChannelCore {
         if t == *last {
             return Ok(());
         }
+        // Before the write: the device cannot report past it any sooner.
+        self.rung_tail.store(t, Ordering::Release);
         match self.regs.doorbell(ch_reg(self.index, &regs::CH_TAIL), t) {
             Ok(()) => {
                 *last = t;
@@ -511,50 +561,90 @@ impl ChannelCore {
     /// Reset the channel (D4): in-flight jobs are cancelled, never replayed;
     /// the ring is rebuilt and the channel accepts jobs again.
     pub fn reset(&self) -> Result<()> {
+        let _g = self.reset_guard();
         self.park()?;
         self.unpark()
     }
 
-    /// First half of a reset: refuse new jobs, cancel every job in flight
-    /// and forget the ring's indices. The channel stays parked (health
-    /// `Resetting`) until [`ChannelCore::unpark`].
-    pub fn park(&self) -> Result<()> {
+    /// Held across a reset: [`ChannelCore::park`] and
+    /// [`ChannelCore::unpark`] must be called with it.
+    pub(crate) fn reset_guard(&self) -> MutexGuard<'_, ()> {
+        self.reset_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// First half of a reset: refuse new jobs, stop the channel in the
+    /// device (so the engine touches none of its memory), then cancel every
+    /// job still in flight and forget the ring's indices. Jobs that
+    /// complete while the channel stops complete normally. The channel
+    /// stays parked (health `Resetting`) until [`ChannelCore::unpark`].
+    pub(crate) fn park(&self) -> Result<()> {
         if crate::fork::in_forked_child() {
             return Err(Error::Forked);
         }
-        let h = self.health.load(Ordering::Acquire);
-        if h == H_LOST || h == H_CLOSED {
-            return Err(self.down_error());
+        {
+            let _st = self.lock();
+            let h = self.health.load(Ordering::Acquire);
+            if h == H_LOST || h == H_CLOSED {
+                return Err(self.down_error());
+            }
+            self.health.store(H_RESETTING, Ordering::Release);
         }
+        let stopped = self.stop_in_device();
+        self.process();
         let mut db = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
         let ch = self.index;
         let mut st = self.lock();
         {
             let _s = SignallingSection::enter();
-            self.fail_all(&mut st, H_RESETTING, |seqno| FenceError::Cancelled {
+            // If the device did not confirm the stop, keep the memory.
+            let hold = stopped.is_err();
+            self.fail_all(&mut st, H_RESETTING, hold, |seqno| FenceError::Cancelled {
                 channel: ch,
                 seqno,
             });
+            if !hold {
+                st.release_held();
+            }
         }
         st.tail = 0;
         st.head = 0;
         st.progress = None;
         self.published_tail.store(0, Ordering::Release);
+        self.rung_tail.store(0, Ordering::Release);
         *db = 0;
-        Ok(())
+        stopped
     }
 
-    /// Second half of a reset: reset the channel in the device, program its
-    /// ring, writeback and vector, run it, and accept jobs again.
-    pub fn unpark(&self) -> Result<()> {
-        let _db = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
-        let _st = self.lock();
+    /// Second half of a reset: program the ring, writeback and vector, run
+    /// the channel, and accept jobs again. Loses to a concurrent close.
+    pub(crate) fn unpark(&self) -> Result<()> {
         if self.health.load(Ordering::Acquire) != H_RESETTING {
             return Err(self.down_error());
         }
         self.program()?;
         self.halted_code.store(0, Ordering::Relaxed);
-        self.health.store(H_RUNNING, Ordering::Release);
+        let _st = self.lock();
+        self.health
+            .compare_exchange(H_RESETTING, H_RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|_| self.down_error())
+    }
+
+    /// Ring a doorbell deferred by a batching submitter: every submitted
+    /// job reaches the device within one watchdog tick (F3). Signalling
+    /// path: a non-allocating register write.
+    pub(crate) fn flush_deferred(&self) -> std::result::Result<(), RegFault> {
+        let mut last = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.published_tail.load(Ordering::Acquire);
+        if t == *last {
+            return Ok(());
+        }
+        self.rung_tail.store(t, Ordering::Release);
+        crate::mmio::doorbell_barrier();
+        self.regs
+            .write_nonalloc(ch_reg(self.index, &regs::CH_TAIL), t)?;
+        *last = t;
+        self.stats.doorbells.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -18,6 +18,8 @@ pub(super) struct FenceInner {
     /// Set, with `State::status`, under `state`'s lock; read lock-free by
     /// `is_signalled` (F7: O(1)).
     signalled: AtomicBool,
+    /// A callback of this fence panicked (the panic was contained).
+    callback_panicked: AtomicBool,
     /// The fence's own leaf lock (F10: never held across an allocation, a
     /// blocking call or a callback).
     state: Mutex<State>,
@@ -45,6 +47,7 @@ impl FenceInner {
             timeline,
             seqno,
             signalled: AtomicBool::new(false),
+            callback_panicked: AtomicBool::new(false),
             state: Mutex::new(State {
                 status: None,
                 callbacks: Vec::new(),
@@ -115,7 +118,12 @@ impl FenceInner {
             callbacks,
         };
         for cb in put_back.callbacks.iter_mut() {
-            cb(&status);
+            // A panicking callback must not take the signalling thread (the
+            // reactor) down with it: every other fence depends on it (F3).
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&status)));
+            if r.is_err() {
+                self.callback_panicked.store(true, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -271,6 +279,13 @@ impl Fence {
     /// Whether signalled. O(1) and lock-free (F7).
     pub fn is_signalled(&self) -> bool {
         self.inner.is_signalled()
+    }
+
+    /// Whether one of this fence's callbacks panicked. The panic is caught
+    /// where the callback runs, so the signalling thread (the reactor) lives
+    /// on; the fence's status is unaffected.
+    pub fn callback_panicked(&self) -> bool {
+        self.inner.callback_panicked.load(Ordering::Relaxed)
     }
 
     /// Wait up to `timeout` (F5). A zero timeout polls and does not block; a

@@ -118,6 +118,15 @@ pub type Status = Result<(), FenceError>;
 /// after the status is visible; it must not block. It is `FnMut` so that
 /// running it does not free it: its storage is dropped later, off the
 /// signalling path (F10).
+///
+/// Completion context is the reactor thread (or the poller, in poll mode)
+/// with the channel's completion lock held: a callback must not call back
+/// into the channel or device (submit, poll, reset, close) — that waits on
+/// the lock it runs under — nor allocate if it wants the signalling path to
+/// stay allocation-free. Hand work to another thread instead (an atomic, a
+/// channel with preallocated capacity, an eventfd). A panic in a callback
+/// is caught and recorded ([`Fence::callback_panicked`]); it does not stop
+/// the reactor.
 pub type Callback = Box<dyn FnMut(&Status) + Send + 'static>;
 
 /// Outcome of a bounded wait (F5).

@@ -245,6 +245,11 @@ impl DmaBuffer {
         self.inner.iova
     }
 
+    /// The DMA space (device) the buffer is mapped in.
+    pub fn space(&self) -> &Arc<DmaSpace> {
+        &self.inner.space
+    }
+
     /// The reservation object (R1–R6).
     pub fn resv(&self) -> &Resv {
         &self.inner.resv

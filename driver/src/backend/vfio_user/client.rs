@@ -70,7 +70,7 @@ impl Client {
 
     /// Fail fast when the handle is poisoned or the device lost.
     pub(super) fn check(&self, op: impl FnOnce() -> String) -> BResult<()> {
-        if self.shared.forked.load(Ordering::Acquire) {
+        if self.shared.forked.load(Ordering::Acquire) || crate::fork::in_forked_child() {
             return Err(BackendError::Forked {
                 device: self.name.clone(),
             });

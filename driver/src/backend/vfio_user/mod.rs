@@ -417,7 +417,7 @@ impl Backend for VfioUserBackend {
 
 impl Drop for VfioUserBackend {
     fn drop(&mut self) {
-        if self.client.shared.forked.load(Ordering::Acquire) {
+        if self.client.shared.forked.load(Ordering::Acquire) || crate::fork::in_forked_child() {
             // C10: in a forked child no I/O at all. shutdown() would act on
             // the sockets the parent shares, and the ring's buffers are the
             // parent's too: the service thread does not exist here, so the

@@ -35,6 +35,10 @@ pub(super) struct Pinner {
     ring: IoUring,
     /// Free slots; taken and returned on callers' threads only.
     free: Mutex<Vec<u16>>,
+    /// Set when a submission's fate is unknown (the wait failed): a stale
+    /// completion could then be taken for a later request's, so every
+    /// later request fails instead of being served wrong data.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Pinner {
@@ -49,6 +53,7 @@ impl Pinner {
             Ok(ring) => Some(Pinner {
                 ring,
                 free: Mutex::new((0..MAX_SLOTS as u16).rev().collect()),
+                broken: std::sync::atomic::AtomicBool::new(false),
             }),
             Err(e) => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
@@ -140,6 +145,9 @@ impl Pinner {
         len: usize,
         slot: u16,
     ) -> Result<(), i32> {
+        if self.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(libc::EIO);
+        }
         let mut done = 0usize;
         while done < len {
             let n = (len - done) as u32;
@@ -176,7 +184,11 @@ impl Pinner {
                 match self.ring.submitter().submit_and_wait(1) {
                     Ok(_) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+                    Err(e) => {
+                        self.broken
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        return Err(e.raw_os_error().unwrap_or(libc::EIO));
+                    }
                 }
             }
             // SAFETY: as above, single consumer.
@@ -190,7 +202,11 @@ impl Pinner {
                 Some(r) if r > 0 => done += r as usize,
                 Some(0) => return Err(libc::EIO),
                 Some(r) => return Err(-r),
-                None => return Err(libc::EIO),
+                None => {
+                    self.broken
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Err(libc::EIO);
+                }
             }
         }
         Ok(())
