@@ -183,5 +183,8 @@ fn c10_a_forked_child_gets_poisoned_handles_and_the_parent_carries_on() {
     let mut card = vec![0u8; 4096];
     dev.card_read(0, &mut card).unwrap();
     assert_same(&card, &pattern(1, 4096), "parent DMA after fork");
-    assert_eq!(dev.read_reg(fdma_hw::regs::ID.offset).unwrap(), fdma_hw::id_value());
+    assert_eq!(
+        dev.read_reg(fdma_hw::regs::ID.offset).unwrap(),
+        fdma_hw::id_value()
+    );
 }

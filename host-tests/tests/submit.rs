@@ -201,8 +201,10 @@ fn f9_a_panicking_callback_does_not_stop_the_reactor() {
     let fi = dev.faults().unwrap();
     fi.stall(0, true).unwrap();
     let f = c.submit(&j).unwrap();
-    f.on_signal(Box::new(|_| panic!("a callback that panics (expected in this test)")))
-        .unwrap();
+    f.on_signal(Box::new(|_| {
+        panic!("a callback that panics (expected in this test)")
+    }))
+    .unwrap();
     fi.stall(0, false).unwrap();
     assert_eq!(wait(&f), Ok(()));
     let t0 = Instant::now();
