@@ -92,6 +92,38 @@ impl Purpose {
 /// The fences of one buffer or registration.
 pub struct Resv {
     inner: Mutex<Inner>,
+    /// Held by a submitter from its implicit-sync wait to the moment its
+    /// fence is added (R2 made atomic with the commit): two submits that
+    /// use the same buffer cannot both pass the wait before either adds its
+    /// fence. Never taken by the completion path (R6). Several are taken in
+    /// one global order: by the reservation's address.
+    submit: Mutex<()>,
+}
+
+/// A submitter's hold on the reservations of one job's buffers, taken in
+/// address order (R6). Dropping it releases them.
+pub struct SubmitGuards<'a> {
+    _guards: Vec<MutexGuard<'a, ()>>,
+}
+
+impl std::fmt::Debug for SubmitGuards<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmitGuards")
+            .field("held", &self._guards.len())
+            .finish()
+    }
+}
+
+/// Take the submit locks of `resvs` in one global order (their addresses),
+/// each once. Blocks (not on the signalling path: asserts so).
+pub fn lock_for_submit<'a>(resvs: &[&'a Resv]) -> SubmitGuards<'a> {
+    assert_may_block("reservation submit lock");
+    let mut order: Vec<&'a Resv> = resvs.to_vec();
+    order.sort_by_key(|r| *r as *const Resv as usize);
+    order.dedup_by_key(|r| *r as *const Resv as usize);
+    SubmitGuards {
+        _guards: order.iter().map(|r| lock(&r.submit)).collect(),
+    }
 }
 
 struct Inner {
@@ -115,6 +147,7 @@ impl Default for Resv {
                 fences: Vec::new(),
                 reserved: 0,
             }),
+            submit: Mutex::new(()),
         }
     }
 }

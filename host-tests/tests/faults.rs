@@ -128,7 +128,11 @@ fn d6_duplicated_and_spurious_interrupts_change_nothing() {
     let (j, _b) = h2c_job(dev, 4096, 0);
     let f1 = c.submit(&j).unwrap();
     wait(&f1).unwrap();
-    // A spurious interrupt: the vector fires with nothing new to report.
+    let f2 = c.submit(&j).unwrap();
+    wait(&f2).unwrap();
+    // A spurious interrupt with nothing in flight, so it cannot coalesce
+    // with a real one: the vector fires with nothing new to report.
+    let empty = c.stats().empty_irqs.load(Ordering::Relaxed);
     let one = 1u64.to_ne_bytes();
     // SAFETY: writing 8 bytes to the channel's eventfd, as an MSI would.
     let n = unsafe {
@@ -139,16 +143,21 @@ fn d6_duplicated_and_spurious_interrupts_change_nothing() {
         )
     };
     assert_eq!(n, 8);
-    let f2 = c.submit(&j).unwrap();
-    wait(&f2).unwrap();
-    assert_eq!(f1.status(), Some(Ok(())));
-    assert_eq!(c.stats().completed.load(Ordering::Relaxed), 2);
-    assert_eq!(c.stats().failed.load(Ordering::Relaxed), 0);
     let t0 = std::time::Instant::now();
-    while c.stats().empty_irqs.load(Ordering::Relaxed) == 0 {
-        assert!(t0.elapsed() < LIVENESS, "no empty interrupt seen");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    while c.stats().empty_irqs.load(Ordering::Relaxed) == empty {
+        assert!(
+            t0.elapsed() < LIVENESS,
+            "the spurious interrupt was not taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    let f3 = c.submit(&j).unwrap();
+    wait(&f3).unwrap();
+    // Nothing changed: every job succeeded once, none failed.
+    assert_eq!(f1.status(), Some(Ok(())));
+    assert_eq!(c.stats().completed.load(Ordering::Relaxed), 3);
+    assert_eq!(c.stats().failed.load(Ordering::Relaxed), 0);
+    assert!(fi.applied().unwrap() >= 1, "the duplicate was applied");
 }
 
 #[test]
@@ -345,11 +354,15 @@ fn d4_device_reset_restores_every_channel() {
     fi.stall(2, false).unwrap();
 
     dev.reset().unwrap();
-    // Cancelled, never replayed (D4).
+    // Cancelled by the reset, never replayed (D4) — or already failed by
+    // the watchdog if the stall outlived its threshold on a slow machine.
     for f in &queued {
         let s = wait(f);
         assert!(
-            matches!(s, Err(FenceError::Cancelled { channel: 1, .. })),
+            matches!(
+                s,
+                Err(FenceError::Cancelled { channel: 1, .. } | FenceError::Hung { channel: 1, .. })
+            ),
             "{s:?}"
         );
     }

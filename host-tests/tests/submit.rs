@@ -217,3 +217,41 @@ fn f9_a_panicking_callback_does_not_stop_the_reactor() {
         wait(&dev.channel(ch).unwrap().submit(&j).unwrap()).unwrap();
     }
 }
+
+#[test]
+fn r2_a_device_read_waits_for_the_device_write_before_it() {
+    // A job that reads a buffer is held back until the job writing it has
+    // completed, even across channels: the reader sees the writer's data.
+    let rig = rig();
+    let dev = &rig.dev;
+    let fi = dev.faults().unwrap();
+    let len = 64 * 1024;
+    let (old, new) = (pattern(10, len), pattern(11, len));
+    let a = dev.alloc(len).unwrap();
+    a.write_at(0, &old).unwrap();
+    dev.card_write(1 << 20, &new).unwrap();
+    fi.stall(0, true).unwrap();
+    let mut w = Job::new();
+    w.c2h(1 << 20, &a, 0, len);
+    let writer = dev.channel(0).unwrap().submit(&w).unwrap();
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut r = Job::new();
+            r.h2c(&a, 0, 2 << 20, len);
+            let f = dev.channel(1).unwrap().submit(&r).unwrap();
+            (writer.is_signalled(), wait(&f))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "the read did not wait for the write");
+        fi.stall(0, false).unwrap();
+        let (writer_done, st) = reader.join().unwrap();
+        assert!(
+            writer_done,
+            "the read was submitted before the write completed"
+        );
+        assert_eq!(st, Ok(()));
+    });
+    let mut got = vec![0u8; len];
+    dev.card_read(2 << 20, &mut got).unwrap();
+    assert_same(&got, &new, "the reader saw the writer's data");
+}

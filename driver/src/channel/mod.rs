@@ -438,7 +438,17 @@ impl ChannelCore {
         if self.health() != Health::Running {
             return Err(self.down_error());
         }
-        // R2: wait, with no lock held, for what the device may not overtake.
+        // R2: wait for what the device may not overtake. The buffers'
+        // submit locks (address order, R6) make the wait and the adding of
+        // this job's fence one step for every other submitter; no
+        // reservation lock is held while waiting.
+        let resvs: Vec<&crate::resv::Resv> = low
+            .reads
+            .iter()
+            .chain(&low.writes)
+            .map(|b| b.resv())
+            .collect();
+        let _submit_guards = crate::resv::lock_for_submit(&resvs);
         if opts.implicit_sync {
             for b in &low.reads {
                 b.resv().wait(Purpose::DeviceRead, None)?;
@@ -509,7 +519,7 @@ impl ChannelCore {
             end,
             sig,
             bytes: low.bytes,
-            _keep: (low.reads, low.writes),
+            _keep: (low.reads.clone(), low.writes.clone()),
         });
         if st.inflight.len() == 1 {
             st.progress = None;

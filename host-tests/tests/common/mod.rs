@@ -76,11 +76,13 @@ fn named_device() -> Option<String> {
 }
 
 /// Options tests open with: a watchdog that catches a stalled channel after
-/// half a million device cycles (2 ms on a board) and looks every 20 ms.
+/// two million device cycles (8 ms on a board, about 2 s of simulation) and
+/// looks every 20 ms: long enough that a test holding a channel stalled for
+/// a few register accesses on a loaded machine is not declared hung.
 pub fn test_opts() -> OpenOptions {
     OpenOptions {
         watchdog: WatchdogConfig {
-            stall_cycles: 500_000,
+            stall_cycles: 2_000_000,
             tick: Duration::from_millis(20),
             backstop: Duration::from_secs(8),
         },
