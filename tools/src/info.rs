@@ -110,6 +110,7 @@ pub fn run(name: &str, a: &InfoArgs) -> Result<()> {
             (bytes_hi as u64) << 32 | bytes_lo as u64
         );
     }
+    show_fault_log(name);
     if a.regs {
         println!();
         for l in regs::all_registers(c.channels as usize) {
@@ -124,3 +125,34 @@ pub fn run(name: &str, a: &InfoArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The simulator's IOMMU fault log (its DMAR log, D3): write faults are never
+/// reported to the engine, so this is where they show. A card's faults are
+/// in the host kernel's log instead.
+#[cfg(feature = "sim")]
+fn show_fault_log(name: &str) {
+    let Some(path) = name.strip_prefix("sim:") else {
+        return;
+    };
+    match fdma_sim::server::control::request(std::path::Path::new(path), "fault-log") {
+        Ok(Ok(lines)) => {
+            println!();
+            if lines.is_empty() {
+                println!("fault log     empty");
+            } else {
+                println!(
+                    "fault log     {} entries (simulator IOMMU, oldest first)",
+                    lines.len()
+                );
+                for l in lines {
+                    println!("  {l}");
+                }
+            }
+        }
+        Ok(Err(e)) => log::warn!("{name}: fault log: {e}"),
+        Err(e) => log::warn!("{name}: no control socket for the fault log: {e}"),
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+fn show_fault_log(_name: &str) {}

@@ -49,6 +49,7 @@ fn info_inspects_without_resetting() {
     assert!(out.contains("fdma 1.0"), "{out}");
     assert!(out.contains("4 channels"), "{out}");
     assert!(out.contains("CH3.BYTES_HI"), "{out}");
+    assert!(out.contains("fault log     empty"), "{out}");
 }
 
 #[test]
