@@ -250,37 +250,38 @@ impl Device {
         let cfg = identify(&regs, &name)?;
         let reclaim = Arc::new(ReclaimSignal::default());
         let card = CardMemory::new(backend.clone(), cfg.card_mem_bytes())?;
+        let mut shared = Shared {
+            name,
+            regs,
+            cfg,
+            inspect: opts.inspect,
+            space: None,
+            channels: Vec::new(),
+            err_irq: None,
+            watchdog: opts.watchdog,
+            reclaim,
+            card,
+            stop: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        };
         if opts.inspect {
-            let shared = Arc::new(Shared {
-                name,
-                regs,
-                cfg,
-                inspect: true,
-                space: None,
-                channels: Vec::new(),
-                err_irq: None,
-                watchdog: opts.watchdog,
-                reclaim,
-                card,
-                stop: AtomicBool::new(false),
-                lost: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-            });
             return Ok(Device {
-                shared,
+                shared: Arc::new(shared),
                 threads: Mutex::new(None),
             });
         }
 
+        let (name, regs) = (&shared.name, &shared.regs);
         enable_bus_master(backend.as_ref())?;
-        soft_reset(&regs, &name, opts.watchdog.backstop)?;
+        soft_reset(regs, name, opts.watchdog.backstop)?;
 
         // One eventfd per vector: channels, then the error vector.
         let vectors = cfg.msix_vectors() as u32;
         let have = backend.irq_count(IrqKind::Msix);
         if have < vectors {
             return Err(Error::Identity {
-                device: name,
+                device: name.clone(),
                 why: format!("{have} MSI-X vectors offered, the engine uses {vectors}"),
             });
         }
@@ -294,35 +295,17 @@ impl Device {
                 &space,
                 opts.ring_size,
                 opts.watchdog,
-                reclaim.clone(),
+                shared.reclaim.clone(),
             )?));
         }
-        let err_irq = nix::sys::eventfd::EventFd::from_flags(
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )
-        .map_err(|e| Error::Sys {
-            op: "eventfd",
-            source: e.into(),
-        })?;
+        let err_irq = crate::reactor::eventfd()?;
         route_irqs(backend.as_ref(), &channels, Some(&err_irq))?;
         regs.write(regs::ERR_VEC.offset, cfg.channels as u32)?;
         regs.write(regs::GCTRL.offset, regs::GCTRL_ENABLE.encode(1))?;
-
-        let shared = Arc::new(Shared {
-            name,
-            regs,
-            cfg,
-            inspect: false,
-            space: Some(space),
-            channels,
-            err_irq: Some(err_irq),
-            watchdog: opts.watchdog,
-            reclaim,
-            card,
-            stop: AtomicBool::new(false),
-            lost: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-        });
+        shared.space = Some(space);
+        shared.channels = channels;
+        shared.err_irq = Some(err_irq);
+        let shared = Arc::new(shared);
         let threads = Threads::start(&shared).map_err(|e| Error::Sys {
             op: "spawn the reactor",
             source: e,

@@ -21,7 +21,9 @@ extern "C" fn child_after_fork() {
     FORKED.store(true, Ordering::SeqCst);
 }
 
-/// Install the atfork handler (idempotent). Called by every device open.
+/// Install the atfork handler (idempotent). Called by every transport
+/// connect, DMA space and device open, before any handle exists that a
+/// child could inherit.
 pub(crate) fn install() {
     INSTALL.call_once(|| {
         // SAFETY: registering a handler that only performs an atomic store;

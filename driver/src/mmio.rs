@@ -146,14 +146,6 @@ impl Regs {
         let hi = self.read(fdma_hw::regs::CYCLE_HI.offset)?;
         Ok((hi as u64) << 32 | lo as u64)
     }
-
-    /// Read a channel's byte counter (`BYTES_LO` latches `BYTES_HI`).
-    pub fn channel_bytes(&self, ch: usize) -> Result<u64> {
-        use fdma_hw::regs::{channel_reg, CH_BYTES_HI, CH_BYTES_LO};
-        let lo = self.read(channel_reg(ch, &CH_BYTES_LO))?;
-        let hi = self.read(channel_reg(ch, &CH_BYTES_HI))?;
-        Ok((hi as u64) << 32 | lo as u64)
-    }
 }
 
 /// Order every earlier write to DMA memory before a following MMIO write

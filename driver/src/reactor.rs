@@ -57,6 +57,17 @@ impl ReclaimSignal {
     }
 }
 
+/// A non-blocking, close-on-exec eventfd for an interrupt vector (C10).
+pub(crate) fn eventfd() -> crate::Result<nix::sys::eventfd::EventFd> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|e| {
+        crate::Error::Sys {
+            op: "eventfd",
+            source: e.into(),
+        }
+    })
+}
+
 fn drain(fd: &impl AsRawFd) -> u64 {
     let mut v = 0u64;
     // SAFETY: reading 8 bytes from a non-blocking eventfd into a local u64.

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fdma::backend::vfio_user::{VfioUserBackend, VfioUserOptions};
-use fdma::backend::{Backend, DmaProt, DmaSource, IrqKind};
+use fdma::backend::{Backend, DmaProt, DmaSource, IrqKind, RegFault};
 use fdma::BackendError;
 use fdma_hw::desc::{err, Descriptor, Direction};
 use fdma_hw::pci::{self, cfg};
@@ -665,34 +665,39 @@ fn forked_handle_is_poisoned() {
         DmaProt::RW,
     )
     .unwrap();
-    b.poison_forked();
-    let mut x = [0u8; 4];
-    assert!(matches!(
-        b.region_read(0, 0, &mut x),
-        Err(BackendError::Forked { .. })
-    ));
-    assert!(matches!(b.reset(), Err(BackendError::Forked { .. })));
-    assert!(matches!(
-        b.dma_unmap(SRC_IOVA, PAGE as u64),
-        Err(BackendError::Forked { .. })
-    ));
-    assert!(matches!(
-        b.region_write_posted(0, 0x1c, &x),
-        Err(BackendError::Forked { .. })
-    ));
-    drop(b);
-    // The server sees the client go (its socket closed) and takes a new one.
-    let t0 = Instant::now();
-    let b2 = loop {
-        match VfioUserBackend::connect(&sim.sock, &VfioUserOptions::default()) {
-            Ok(b) => break b,
-            Err(e) => {
-                assert!(t0.elapsed() < Duration::from_secs(10), "{e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    // SAFETY: the child only makes calls that must fail at once without
+    // I/O, drops the handle (which must do no I/O either), and _exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let mut x = [0u8; 4];
+            let ok = matches!(
+                b.region_read(0, 0, &mut x),
+                Err(BackendError::Forked { .. })
+            ) && matches!(b.reset(), Err(BackendError::Forked { .. }))
+                && matches!(
+                    b.dma_unmap(SRC_IOVA, PAGE as u64),
+                    Err(BackendError::Forked { .. })
+                )
+                && matches!(
+                    b.region_write_posted(0, 0x1c, &x),
+                    Err(BackendError::Forked { .. })
+                )
+                && matches!(b.read32_nonalloc(0, 0), Err(RegFault::Forked));
+            drop(b);
+            // SAFETY: leave without the parent's destructors or atexit hooks.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
-    };
-    assert_eq!(reg(&b2, regs::ID.offset), fdma_hw::id_value());
+        pid if pid > 0 => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        _ => panic!("fork failed"),
+    }
+    // The parent's session and mapping are untouched by the child.
+    assert_eq!(reg(&b, regs::ID.offset), fdma_hw::id_value());
+    b.dma_unmap(SRC_IOVA, PAGE as u64).unwrap();
     let _ = sim.stop.as_fd().as_raw_fd();
 }
 

@@ -237,8 +237,4 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Whether the transport has found the device gone.
     fn is_lost(&self) -> bool;
-
-    /// Poison the handle after `fork()` in the child (C10): every later call
-    /// fails with [`BackendError::Forked`] and drops do no I/O.
-    fn poison_forked(&self);
 }

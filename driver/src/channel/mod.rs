@@ -287,13 +287,7 @@ impl ChannelCore {
                 ..Default::default()
             },
         )?;
-        let irq = nix::sys::eventfd::EventFd::from_flags(
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )
-        .map_err(|e| Error::Sys {
-            op: "eventfd",
-            source: e.into(),
-        })?;
+        let irq = crate::reactor::eventfd()?;
         let core = ChannelCore {
             index,
             timeline: Timeline::new(index),

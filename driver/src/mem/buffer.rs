@@ -50,8 +50,6 @@ struct Inner {
     size: u64,
     iova: u64,
     resv: Resv,
-    /// The process that created the buffer; any other one is a forked child.
-    pid: u32,
 }
 
 // SAFETY: `ptr` points into `map`, a shared mapping owned by `Inner` that
@@ -219,7 +217,6 @@ impl DmaBuffer {
                 size,
                 iova,
                 resv: Resv::new(),
-                pid: std::process::id(),
             }),
         })
     }
@@ -362,7 +359,7 @@ impl DmaBuffer {
 
 impl Inner {
     fn forked(&self) -> bool {
-        std::process::id() != self.pid
+        crate::fork::in_forked_child()
     }
 }
 

@@ -106,6 +106,7 @@ impl DmaSpace {
     /// [`Error::Invalid`] when `dma_bits` is not in `32..=64` or no usable
     /// IOVA range remains below 2^`dma_bits` (after removing page 0).
     pub fn new(backend: Arc<dyn Backend>, dma_bits: u8) -> crate::Result<Arc<DmaSpace>> {
+        crate::fork::install();
         if !(32..=64).contains(&dma_bits) {
             return Err(Error::Invalid(format!(
                 "{}: DMA address width of {dma_bits} bits (supported: 32 to 64)",

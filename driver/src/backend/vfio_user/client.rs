@@ -70,7 +70,7 @@ impl Client {
 
     /// Fail fast when the handle is poisoned or the device lost.
     pub(super) fn check(&self, op: impl FnOnce() -> String) -> BResult<()> {
-        if self.shared.forked.load(Ordering::Acquire) || crate::fork::in_forked_child() {
+        if crate::fork::in_forked_child() {
             return Err(BackendError::Forked {
                 device: self.name.clone(),
             });
@@ -150,6 +150,16 @@ impl Client {
         }
     }
 
+    /// The main socket, after checking the handle is usable before and
+    /// after waiting for it (another caller may have found the device lost
+    /// meanwhile).
+    fn lock_link(&self, op: impl Fn() -> String) -> BResult<std::sync::MutexGuard<'_, Link>> {
+        self.check(&op)?;
+        let l = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(&op)?;
+        Ok(l)
+    }
+
     /// Send `req` and wait for its reply. `op` describes the request for
     /// errors.
     pub(super) fn call(
@@ -158,12 +168,8 @@ impl Client {
         req: &Request,
         fds: &[BorrowedFd<'_>],
     ) -> BResult<(Reply, Vec<OwnedFd>)> {
-        self.check(&op)?;
-        let mut l = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        // Another caller may have found the device lost while we waited.
-        self.check(&op)?;
-        let id = l.next_id;
-        l.next_id = l.next_id.wrapping_add(1);
+        let mut l = self.lock_link(&op)?;
+        let id = l.take_id();
         l.conn
             .send_request(id, req, fds, false)
             .map_err(|e| self.map_err(op(), e))?;
@@ -187,11 +193,8 @@ impl Client {
 
     /// Send `req` with the no-reply flag and return at once.
     pub(super) fn post(&self, op: impl Fn() -> String, req: &Request) -> BResult<()> {
-        self.check(&op)?;
-        let mut l = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        self.check(&op)?;
-        let id = l.next_id;
-        l.next_id = l.next_id.wrapping_add(1);
+        let mut l = self.lock_link(&op)?;
+        let id = l.take_id();
         l.conn
             .send_request(id, req, &[], true)
             .map_err(|e| self.map_err(op(), e))

@@ -173,7 +173,7 @@ impl VfioUserBackend {
     pub(super) fn unmap(&self, iova: u64, size: u64) -> BResult<()> {
         let what = || format!("DMA_UNMAP iova {iova:#x} size {size:#x}");
         let shared = &self.client.shared;
-        if shared.forked.load(Ordering::Acquire) {
+        if crate::fork::in_forked_child() {
             return self.client.check(what);
         }
         let _g = self.map_lock.lock().unwrap_or_else(|p| p.into_inner());

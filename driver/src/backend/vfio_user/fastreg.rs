@@ -34,7 +34,7 @@ impl Client {
         offset: u64,
         write: Option<u32>,
     ) -> Result<u32, RegFault> {
-        if self.shared.forked.load(Ordering::Acquire) || crate::fork::in_forked_child() {
+        if crate::fork::in_forked_child() {
             return Err(RegFault::Forked);
         }
         if self.shared.lost.load(Ordering::Acquire) {

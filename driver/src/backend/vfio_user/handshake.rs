@@ -29,10 +29,10 @@ impl VfioUserBackend {
                 source: std::io::Error::other(e),
             },
         })?;
+        crate::fork::install();
         let pinner = if pin { pin::Pinner::new(&name) } else { None };
         let shared = Arc::new(Shared {
             lost: AtomicBool::new(false),
-            forked: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             maps: RwLock::new(BTreeMap::new()),
             pinner,

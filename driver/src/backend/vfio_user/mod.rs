@@ -45,9 +45,10 @@
 //! [`BackendError::Lost`]. `dma_unmap` on a lost device still removes the
 //! mapping locally (the service thread then refuses the range, so the
 //! device cannot reach it through this backend) before returning `Lost`.
-//! After [`Backend::poison_forked`] every call returns
-//! [`BackendError::Forked`] and dropping the handle sends nothing, shuts no
-//! socket down (the parent shares them) and unregisters no buffer.
+//! In a child forked after the connection was made (C10, see
+//! [`crate::fork`]) every call returns [`BackendError::Forked`] and dropping
+//! the handle sends nothing, shuts no socket down (the parent shares them)
+//! and unregisters no buffer.
 
 mod client;
 mod dma;
@@ -136,7 +137,6 @@ impl std::fmt::Debug for VfioUserBackend {
         f.debug_struct("VfioUserBackend")
             .field("name", &self.client.name)
             .field("lost", &self.is_lost())
-            .field("forked", &self.client.shared.forked.load(Ordering::Relaxed))
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -409,15 +409,11 @@ impl Backend for VfioUserBackend {
     fn is_lost(&self) -> bool {
         self.client.shared.lost.load(Ordering::Acquire)
     }
-
-    fn poison_forked(&self) {
-        self.client.shared.forked.store(true, Ordering::Release);
-    }
 }
 
 impl Drop for VfioUserBackend {
     fn drop(&mut self) {
-        if self.client.shared.forked.load(Ordering::Acquire) || crate::fork::in_forked_child() {
+        if crate::fork::in_forked_child() {
             // C10: in a forked child no I/O at all. shutdown() would act on
             // the sockets the parent shares, and the ring's buffers are the
             // parent's too: the service thread does not exist here, so the

@@ -58,8 +58,6 @@ pub(super) type MapTable = RwLock<BTreeMap<u64, Mapping>>;
 pub(super) struct Shared {
     /// The device is lost.
     pub(super) lost: AtomicBool,
-    /// The handle was poisoned after fork (C10).
-    pub(super) forked: AtomicBool,
     /// The backend is being dropped (an EOF is then expected).
     pub(super) stopping: AtomicBool,
     /// The mappings.

@@ -193,5 +193,4 @@ impl Backend for TestBackend {
     fn is_lost(&self) -> bool {
         false
     }
-    fn poison_forked(&self) {}
 }
