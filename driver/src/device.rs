@@ -107,10 +107,7 @@ impl Target {
 pub fn connect(name: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
     match Target::parse(name)? {
         Target::Sim(p) => Ok(Arc::new(VfioUserBackend::connect(&p, &opts.vfio_user)?)),
-        Target::Pci(_) => Err(Error::DeviceName {
-            name: name.into(),
-            why: "this build has no kernel VFIO backend yet; use a simulator (sim:SOCKET)",
-        }),
+        Target::Pci(addr) => Ok(Arc::new(crate::backend::vfio::VfioBackend::open(&addr)?)),
     }
 }
 
@@ -124,6 +121,8 @@ pub(crate) struct Shared {
     pub space: Option<Arc<DmaSpace>>,
     pub channels: Vec<Arc<ChannelCore>>,
     pub err_irq: Option<nix::sys::eventfd::EventFd>,
+    /// The device-request interrupt, where the transport has one.
+    pub req_irq: Option<nix::sys::eventfd::EventFd>,
     pub watchdog: WatchdogConfig,
     pub reclaim: Arc<ReclaimSignal>,
     pub card: CardMemory,
@@ -258,6 +257,7 @@ impl Device {
             space: None,
             channels: Vec::new(),
             err_irq: None,
+            req_irq: None,
             watchdog: opts.watchdog,
             reclaim,
             card,
@@ -300,6 +300,11 @@ impl Device {
         }
         let err_irq = crate::reactor::eventfd()?;
         route_irqs(backend.as_ref(), &channels, Some(&err_irq))?;
+        if backend.irq_count(IrqKind::Request) > 0 {
+            let req = crate::reactor::eventfd()?;
+            backend.set_irq_eventfds(IrqKind::Request, 0, &[req.as_fd()])?;
+            shared.req_irq = Some(req);
+        }
         regs.write(regs::ERR_VEC.offset, cfg.channels as u32)?;
         regs.write(regs::GCTRL.offset, regs::GCTRL_ENABLE.encode(1))?;
         shared.space = Some(space);

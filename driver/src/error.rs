@@ -81,6 +81,41 @@ pub enum BackendError {
         /// The device.
         device: String,
     },
+    /// The lab host is not ready for VFIO on this device: IOMMU off, wrong
+    /// driver, group not viable, no permission. The source says which and
+    /// what to do.
+    #[error("{device}: not ready for VFIO")]
+    Preflight {
+        /// The PCI address.
+        device: String,
+        /// What is wrong.
+        #[source]
+        source: crate::pci::PciError,
+    },
+    /// Another process (or another container of this one) has the device
+    /// or its IOMMU group open.
+    #[error("{device}: in use by another process")]
+    Busy {
+        /// The PCI address.
+        device: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Pinning for DMA would exceed the locked-memory limit: the process
+    /// lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is too low (D5, C6).
+    #[error(
+        "{device}: cannot pin {bytes} more bytes for DMA: RLIMIT_MEMLOCK is {limit} bytes \
+         (raise it with `ulimit -l` or limits.conf, or see `fdma bind --user`)"
+    )]
+    Memlock {
+        /// The device.
+        device: String,
+        /// Bytes the refused mapping needed.
+        bytes: u64,
+        /// The soft limit in bytes.
+        limit: u64,
+    },
 }
 
 impl BackendError {

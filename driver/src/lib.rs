@@ -38,6 +38,19 @@
 //!   errors attributed to their job (F4), a watchdog measuring progress in
 //!   device cycles (D1), reset (D4), device loss and close.
 //!
+//! ## Transports
+//!
+//! [`backend::Backend`] is the seam. On a lab host a PCI address opens the
+//! card through the kernel's VFIO ([`backend::vfio`]: IOMMU group, type1
+//! container, BAR mmaps, MSI-X eventfds, the device-request interrupt);
+//! [`pci`] finds cards, checks the host is ready (IOMMU on, group viable,
+//! permissions, locked-memory limit) and moves a card to vfio-pci and back.
+//! In CI `sim:SOCKET` reaches the simulated card over vfio-user
+//! ([`backend::vfio_user`]). The [`reactor::Reactor`] that turns a device's
+//! interrupt eventfds into fences is public, so that a test tool driving
+//! another device through a backend gets the same machinery; the backend
+//! conformance suite in `host-tests` uses it on QEMU's `edu` device.
+//!
 //! ## Contracts
 //!
 //! The numbered rules of the design (F1–F10 fences, R1–R6 reservations,
@@ -86,8 +99,9 @@ pub mod fork;
 pub mod mem;
 #[cfg(not(loom))]
 pub mod mmio;
+pub mod pci;
 #[cfg(not(loom))]
-mod reactor;
+pub mod reactor;
 pub mod resv;
 pub mod sync;
 

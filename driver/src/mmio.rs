@@ -131,7 +131,8 @@ impl Regs {
         Ok((hi as u64) << 32 | lo as u64)
     }
 
-    /// [`Regs::channel_bytes`] without allocating or logging.
+    /// A channel's byte counter (`BYTES_HI:BYTES_LO`), without allocating
+    /// or logging.
     pub fn channel_bytes_nonalloc(&self, ch: usize) -> Result<u64, RegFault> {
         use fdma_hw::regs::{channel_reg, CH_BYTES_HI, CH_BYTES_LO};
         let lo = self.read_nonalloc(channel_reg(ch, &CH_BYTES_LO))?;

@@ -2,8 +2,11 @@
 //! runs the watchdog; and the reclaim thread that frees what completed jobs
 //! held.
 //!
-//! The reactor waits on every channel's interrupt eventfd, the error
-//! vector's eventfd and a waker. An interrupt is a hint (D6): the channel's
+//! [`Reactor`] is the generic part: a thread waiting on an [`IrqHandler`]'s
+//! eventfds with a periodic tick. A device's handler waits on every
+//! channel's interrupt eventfd, the error vector's eventfd and, on kernel
+//! VFIO, the device-request eventfd (the kernel wants the device back:
+//! every fence fails with `DeviceLost` and the transport releases it). An interrupt is a hint (D6): the channel's
 //! writeback is read and every job it reports is signalled. Every `tick` the
 //! watchdog looks at channels with work in flight (F3, D1): it reads the
 //! device cycle counter, processes completions (so a lost interrupt costs one
@@ -15,7 +18,7 @@
 //!
 //! Both the interrupt path and the watchdog are signalling paths (F10). They
 //! never free what a job held: completed jobs go to their channel's done
-//! queue, and the reclaim thread, woken through [`ReclaimSignal`], drops them.
+//! queue, and the reclaim thread, woken through a `ReclaimSignal`, drops them.
 
 use crate::backend::RegFault;
 use crate::channel::IrqMode;
@@ -23,8 +26,8 @@ use crate::device::Shared;
 use crate::sync::SignallingSection;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -68,10 +71,10 @@ pub(crate) fn eventfd() -> crate::Result<nix::sys::eventfd::EventFd> {
     })
 }
 
-fn drain(fd: &impl AsRawFd) -> u64 {
+fn drain(fd: &i32) -> u64 {
     let mut v = 0u64;
     // SAFETY: reading 8 bytes from a non-blocking eventfd into a local u64.
-    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    let n = unsafe { libc::read(*fd, (&mut v as *mut u64).cast(), 8) };
     if n == 8 {
         v
     } else {
@@ -79,108 +82,220 @@ fn drain(fd: &impl AsRawFd) -> u64 {
     }
 }
 
+/// What a [`Reactor`] serves: a set of interrupt eventfds and a periodic
+/// tick. The device's channels are one such handler; a test tool driving
+/// some other device through a [`crate::backend::Backend`] can be another,
+/// and gets the same reactor.
+///
+/// Both calls run on the reactor thread, which is a signalling path
+/// (F10): they must not block on fences, and should not allocate.
+pub trait IrqHandler: Send + Sync + 'static {
+    /// The eventfds to wait on; vector `i` is the `i`-th. Asked once, when
+    /// the reactor starts; they must stay open while it runs (they are
+    /// normally fields of the handler itself).
+    fn irq_fds(&self) -> Vec<BorrowedFd<'_>>;
+
+    /// Vector `vector` fired `count` times since it was last served. The
+    /// eventfd is already drained. An interrupt is a hint (D6): read the
+    /// device's state to find out what happened.
+    fn on_irq(&self, vector: usize, count: u64);
+
+    /// Called every tick, whether or not anything fired: the watchdog.
+    fn on_tick(&self) {}
+
+    /// Waiting failed; the reactor stops after this call. Fail everything.
+    fn on_failure(&self, _error: &std::io::Error) {}
+}
+
+/// One thread on `mio` waiting on a handler's interrupt eventfds. Stops
+/// (and joins) on [`Reactor::stop`] or drop.
+#[derive(Debug)]
+pub struct Reactor {
+    thread: Option<JoinHandle<()>>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reactor {
+    /// Start a thread called `name` serving `handler`, calling
+    /// [`IrqHandler::on_tick`] every `tick`.
+    pub fn start(
+        name: &str,
+        handler: Arc<dyn IrqHandler>,
+        tick: Duration,
+    ) -> std::io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let n = {
+            let fds = handler.irq_fds();
+            for (i, fd) in fds.iter().enumerate() {
+                poll.registry().register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    Token(i),
+                    Interest::READABLE,
+                )?;
+            }
+            fds.len()
+        };
+        let waker = Arc::new(Waker::new(poll.registry(), Token(n))?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || reactor_loop(&*handler, poll, n, tick, &st))?;
+        Ok(Reactor {
+            thread: Some(thread),
+            waker,
+            stop,
+        })
+    }
+
+    /// Stop the thread and wait for it, unless called from the thread
+    /// itself (a handler dropping the last handle): then it ends by itself
+    /// after the current call.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(h) = self.thread.take() {
+            if h.thread().id() != std::thread::current().id() && h.join().is_err() {
+                log::error!("the reactor thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn reactor_loop(
+    handler: &dyn IrqHandler,
+    mut poll: Poll,
+    vectors: usize,
+    tick: Duration,
+    stop: &AtomicBool,
+) {
+    let mut events = Events::with_capacity(64);
+    let fds: Vec<i32> = handler.irq_fds().iter().map(|f| f.as_raw_fd()).collect();
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let timeout = tick.saturating_sub(last_tick.elapsed());
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            handler.on_failure(&e);
+            return;
+        }
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if t < vectors {
+                let count = drain(&fds[t]);
+                handler.on_irq(t, count);
+            }
+        }
+        if last_tick.elapsed() >= tick {
+            last_tick = Instant::now();
+            handler.on_tick();
+        }
+    }
+}
+
+/// The device's side of the reactor: vectors `0..channels` are the
+/// channels' completion interrupts, then the error vector, then (on kernel
+/// VFIO) the device-request interrupt.
+struct DeviceIrqs {
+    shared: Arc<Shared>,
+    cycles_seen: Mutex<Option<(u64, Instant)>>,
+}
+
+impl IrqHandler for DeviceIrqs {
+    fn irq_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let s = &self.shared;
+        let mut fds: Vec<_> = s.channels.iter().map(|c| c.irq.as_fd()).collect();
+        fds.extend(s.err_irq.as_ref().map(|e| e.as_fd()));
+        fds.extend(s.req_irq.as_ref().map(|e| e.as_fd()));
+        fds
+    }
+
+    fn on_irq(&self, vector: usize, _count: u64) {
+        let s = &self.shared;
+        let n = s.channels.len();
+        if vector < n {
+            let c = &s.channels[vector];
+            c.stats.irqs.fetch_add(1, Ordering::Relaxed);
+            if c.mode() == IrqMode::Interrupt && c.process() == 0 {
+                c.stats.empty_irqs.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if vector == n && s.err_irq.is_some() {
+            for c in &s.channels {
+                c.process();
+            }
+        } else {
+            // The device-request interrupt: the kernel wants the device
+            // back (unbind, hot unplug). Fail every fence, then let go so
+            // the unbind can finish.
+            if s.fail_lost() {
+                log::error!(
+                    "{}: the kernel asked for the device back (unbind or unplug); all jobs failed, device released",
+                    s.name
+                );
+            }
+            s.regs.backend().release();
+        }
+    }
+
+    fn on_tick(&self) {
+        let mut seen = self.cycles_seen.lock().unwrap_or_else(|e| e.into_inner());
+        watchdog_tick(&self.shared, &mut seen);
+    }
+
+    fn on_failure(&self, e: &std::io::Error) {
+        log::error!("{}: reactor poll failed: {e}", self.shared.name);
+        self.shared.fail_lost();
+    }
+}
+
 /// The threads of a fully opened device.
 #[derive(Debug)]
 pub(crate) struct Threads {
-    reactor: Option<JoinHandle<()>>,
+    reactor: Reactor,
     reclaim: Option<JoinHandle<()>>,
-    waker: Arc<Waker>,
 }
 
 impl Threads {
     /// Start the reactor and the reclaim thread.
     pub fn start(shared: &Arc<Shared>) -> std::io::Result<Threads> {
-        let poll = Poll::new()?;
-        let n = shared.channels.len();
-        for (i, c) in shared.channels.iter().enumerate() {
-            poll.registry().register(
-                &mut SourceFd(&c.irq.as_raw_fd()),
-                Token(i),
-                Interest::READABLE,
-            )?;
-        }
-        if let Some(e) = &shared.err_irq {
-            poll.registry().register(
-                &mut SourceFd(&e.as_raw_fd()),
-                Token(n),
-                Interest::READABLE,
-            )?;
-        }
-        let waker = Arc::new(Waker::new(poll.registry(), Token(n + 1))?);
-        let s = shared.clone();
-        let reactor = std::thread::Builder::new()
-            .name("fdma-reactor".into())
-            .spawn(move || reactor_loop(&s, poll))?;
+        let handler = Arc::new(DeviceIrqs {
+            shared: shared.clone(),
+            cycles_seen: Mutex::new(None),
+        });
+        let reactor = Reactor::start("fdma-reactor", handler, shared.watchdog.tick)?;
         let s = shared.clone();
         let reclaim = std::thread::Builder::new()
             .name("fdma-reclaim".into())
             .spawn(move || reclaim_loop(&s))?;
         Ok(Threads {
-            reactor: Some(reactor),
+            reactor,
             reclaim: Some(reclaim),
-            waker,
         })
     }
 
     /// Stop and join both threads.
     pub fn stop(&mut self, shared: &Shared) {
         shared.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        self.reactor.stop();
         shared.reclaim.notify();
-        for h in [self.reactor.take(), self.reclaim.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(h) = self.reclaim.take() {
             if h.thread().id() == std::thread::current().id() {
-                // Closed from one of its own threads (the last handle
-                // dropped in a callback): that thread ends by itself once
-                // it sees `stop`; joining it here would wait for ever.
-                continue;
+                // Closed from its own thread (the last handle dropped in a
+                // callback): it ends by itself once it sees `stop`.
+                return;
             }
             if h.join().is_err() {
-                log::error!("{}: an fdma thread panicked", shared.name);
+                log::error!("{}: the reclaim thread panicked", shared.name);
             }
-        }
-    }
-}
-
-fn reactor_loop(shared: &Arc<Shared>, mut poll: Poll) {
-    let mut events = Events::with_capacity(64);
-    let n = shared.channels.len();
-    let tick = shared.watchdog.tick;
-    let mut last_tick = Instant::now();
-    let mut cycles_seen: Option<(u64, Instant)> = None;
-    while !shared.stop.load(Ordering::Acquire) {
-        let timeout = tick.saturating_sub(last_tick.elapsed());
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            log::error!("{}: reactor poll failed: {e}", shared.name);
-            shared.fail_lost();
-            return;
-        }
-        for ev in events.iter() {
-            let t = ev.token().0;
-            if t < n {
-                let c = &shared.channels[t];
-                drain(&c.irq);
-                c.stats.irqs.fetch_add(1, Ordering::Relaxed);
-                if c.mode() == IrqMode::Interrupt && c.process() == 0 {
-                    c.stats.empty_irqs.fetch_add(1, Ordering::Relaxed);
-                }
-            } else if t == n {
-                if let Some(e) = &shared.err_irq {
-                    drain(e);
-                }
-                for c in &shared.channels {
-                    c.process();
-                }
-            }
-        }
-        if last_tick.elapsed() >= tick {
-            last_tick = Instant::now();
-            watchdog_tick(shared, &mut cycles_seen);
         }
     }
 }

@@ -4,6 +4,8 @@
 //! * `fdma info` inspects a card without resetting it: identity,
 //!   capabilities, channel states, error registers.
 //! * `fdma dma` runs verified copies in every direction and reports rates.
+//! * `fdma list`, `fdma bind`, `fdma unbind` find the card on a lab host and
+//!   move it between its host driver and vfio-pci (root).
 //!
 //! The device is `--device NAME` or `FDMA_DEVICE` (`sim:SOCKET` or a PCI
 //! address). With neither, `info` and `dma` start the built-in simulator in
@@ -12,6 +14,7 @@
 mod builtin;
 mod dma;
 mod info;
+mod pci_cmds;
 mod size;
 
 use anyhow::Result;
@@ -25,6 +28,9 @@ struct Cli {
     /// `FDMA_DEVICE`, else a built-in simulator started for this command.
     #[arg(short, long, global = true, env = "FDMA_DEVICE")]
     device: Option<String>,
+    /// Where sysfs and /dev are (tests point this at a fake tree).
+    #[arg(long, global = true, env = "FDMA_SYSFS_ROOT", hide = true)]
+    sysfs_root: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -45,6 +51,12 @@ enum Cmd {
     Info(info::InfoArgs),
     /// Verified DMA copies in any direction, with rates.
     Dma(dma::DmaArgs),
+    /// List fdma cards (or other PCI functions) and whether fdma can use them.
+    List(pci_cmds::ListArgs),
+    /// Bind a PCI function to vfio-pci (root), optionally for a user.
+    Bind(pci_cmds::BindArgs),
+    /// Give a PCI function back from vfio-pci to its usual driver (root).
+    Unbind(pci_cmds::UnbindArgs),
 }
 
 fn main() {
@@ -79,5 +91,8 @@ fn run(cli: Cli) -> Result<()> {
             let dev = builtin::DeviceArg::resolve(cli.device)?;
             dma::run(dev.name(), &a)
         }
+        Cmd::List(a) => pci_cmds::list(&pci_cmds::sysfs(cli.sysfs_root), &a),
+        Cmd::Bind(a) => pci_cmds::bind(&pci_cmds::sysfs(cli.sysfs_root), &a),
+        Cmd::Unbind(a) => pci_cmds::unbind(&pci_cmds::sysfs(cli.sysfs_root), &a),
     }
 }

@@ -63,7 +63,10 @@ fn bad_arguments_are_clear_errors_with_a_failing_exit() {
             vec!["--device", "sim:/nonexistent/x.sock", "info"],
             "/nonexistent/x.sock",
         ),
-        (vec!["--device", "0000:01:00.0", "info"], "kernel VFIO"),
+        (
+            vec!["--device", "0000:7f:1f.7", "info"],
+            "no PCI device 0000:7f:1f.7",
+        ),
         (vec!["dma", "--size", "12q"], "unknown unit"),
         (
             vec!["dma", "--dir", "sideways", "--device", "sim:/nonexistent"],

@@ -21,7 +21,13 @@ use crate::error::BackendError;
 use std::ops::Range;
 use std::os::fd::BorrowedFd;
 
+#[cfg(not(loom))]
+pub mod vfio;
 pub mod vfio_user;
+
+/// The x86 interrupt window: a DMA write there is an MSI, never memory.
+/// No transport hands out IOVAs inside it.
+pub const X86_MSI_WINDOW: Range<u64> = 0xfee0_0000..0xfef0_0000;
 
 /// Result of backend calls.
 pub type BResult<T> = std::result::Result<T, BackendError>;
@@ -53,8 +59,9 @@ pub struct RegionMap {
     pub offset: u64,
     /// Length in bytes.
     pub len: usize,
-    /// Keeps the mapping alive.
-    pub(crate) _keep: memmap2::MmapRaw,
+    /// Keeps the mapping alive. Shared so that a transport can revoke it
+    /// (replace its pages) when it must give the device back.
+    pub(crate) _keep: std::sync::Arc<memmap2::MmapRaw>,
 }
 
 // SAFETY: the mapping is plain shared memory; access goes through raw
@@ -237,4 +244,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Whether the transport has found the device gone.
     fn is_lost(&self) -> bool;
+
+    /// Give the device back: the kernel asked for it (the device-request
+    /// interrupt: an unbind or hot unplug is waiting). Every handle to the
+    /// device is closed and every mapping of its regions revoked (reads
+    /// then return all ones, writes go nowhere); later calls fail with
+    /// [`BackendError::Lost`]. Callers fail their fences first. The
+    /// default, for transports with no such request, does nothing.
+    fn release(&self) {}
 }

@@ -139,19 +139,8 @@ pub fn sim_rig(what: &str, sim_args: &[&str], opts: OpenOptions) -> Option<Rig> 
     })
 }
 
-/// A reproducible pseudo-random pattern.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+#[allow(unused_imports)]
+pub use fdma_host_tests::pattern;
 
 /// Assert equal bytes, reporting the first difference rather than dumping.
 #[track_caller]

@@ -146,7 +146,7 @@ impl VfioUserBackend {
             max_mappings: sc.max_dma_maps().min(pin::MAX_SLOTS),
             max_mapping_size: pin::MAX_BUFFER,
             page_sizes: sc.pgsizes(),
-            iova_ranges: vec![IOVA_RANGE],
+            iova_ranges: IOVA_RANGES.to_vec(),
             vaddr_pinned,
         };
 

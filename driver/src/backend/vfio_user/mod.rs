@@ -23,7 +23,9 @@
 //!   are not limited by this backend);
 //! * `page_sizes`: the server's `pgsizes`; IOVA, size and address must be
 //!   aligned to the smallest;
-//! * `iova_ranges`: everything but page 0;
+//! * `iova_ranges`: everything but page 0 and the x86 MSI window
+//!   (`0xfee00000..0xfef00000`), as on a lab host, so that an address plan
+//!   that works against the simulator works on a board;
 //! * `vaddr_pinned`: false when io_uring is unavailable (a loud warning is
 //!   logged once per process).
 //!
@@ -83,8 +85,11 @@ pub use pin::{MAX_BUFFER as MAX_VADDR_MAPPING_SIZE, MAX_SLOTS as MAX_VADDR_MAPPI
 /// `max_msg_fds`).
 pub const CLIENT_MAX_MSG_FDS: u32 = 16;
 
-/// The usable IOVA space: everything but page 0.
-pub const IOVA_RANGE: Range<u64> = 0x1000..u64::MAX;
+/// The usable IOVA space: everything but page 0 and the MSI window.
+pub const IOVA_RANGES: [Range<u64>; 2] = [
+    0x1000..crate::backend::X86_MSI_WINDOW.start,
+    crate::backend::X86_MSI_WINDOW.end..u64::MAX,
+];
 
 /// Options of a vfio-user connection.
 #[derive(Debug, Clone)]
@@ -292,7 +297,7 @@ impl Backend for VfioUserBackend {
                 ptr: m.as_mut_ptr(),
                 offset: a.start,
                 len,
-                _keep: m,
+                _keep: std::sync::Arc::new(m),
             });
         }
         Ok(Some(maps))

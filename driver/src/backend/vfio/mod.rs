@@ -1,0 +1,668 @@
+//! Kernel VFIO backend: a PCI function bound to `vfio-pci`, reached through
+//! its IOMMU group and a type1 container — the lab host's transport.
+//!
+//! Opening follows the kernel's order: container, group (it must be
+//! viable: every device in it bound to vfio-pci or to no driver), IOMMU
+//! type1v2, device fd. `vfio-ioctls` does that part; the calls whose
+//! results matter to fdma are issued by [`ioctl`] so that every failure is
+//! reported, not logged.
+//!
+//! * **Regions**: `pread`/`pwrite` on the device fd at the region's offset;
+//!   BARs are mmapped where the kernel allows it, sparse areas respected
+//!   (an MSI-X table inside a BAR is not mappable on older kernels).
+//! * **D5**: type1 pins the pages behind a virtual address when it maps
+//!   them, and charges them to `RLIMIT_MEMLOCK` unless the process has
+//!   `CAP_IPC_LOCK`; a map beyond the limit is a
+//!   [`BackendError::Memlock`], not a bare `ENOMEM`. Mappings by fd use the
+//!   fd's mapping in this process, which pins the same pages.
+//! * **IOVA ranges** come from `VFIO_IOMMU_GET_INFO`'s capability: the
+//!   kernel leaves out its reserved windows (the x86 MSI window at
+//!   `0xfee00000`). Older kernels report none; then the MSI window is cut
+//!   here. Page 0 is never used, so that a zero IOVA is always a bug.
+//! * **Interrupts**: INTx, MSI and MSI-X route to eventfds; INTx is masked
+//!   by the kernel when it fires and [`VfioBackend::unmask_intx`] unmasks
+//!   it. The device-request interrupt ([`IrqKind::Request`]) is the kernel
+//!   asking the driver to let go (an unbind, a hot unplug): the driver
+//!   fails its fences and calls [`Backend::release`], after which the
+//!   unbind completes.
+//! * **Reset**: `VFIO_DEVICE_RESET` where the device advertises it, with
+//!   its result; [`BackendError::ResetUnsupported`] where not.
+//! * **Posted writes**: a `pwrite` to a BAR is a posted PCIe write. A
+//!   non-posted [`Backend::region_write`] is followed by a config-space
+//!   read, which the root complex may not reorder ahead of it and which
+//!   has no side effects on the device's registers.
+
+pub mod ioctl;
+mod release;
+
+use crate::backend::{
+    BResult, Backend, DmaLimits, DmaProt, DmaSource, IrqKind, RegFault, RegionInfo, RegionMap,
+};
+use crate::error::BackendError;
+use release::MappedBars;
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps, VfioRegionInfoCap};
+
+/// VFIO's region index of PCI config space.
+const CONFIG_REGION: u32 = 7;
+/// `VFIO_REGION_INFO_FLAG_{READ,WRITE,MMAP}`.
+const REGION_READ: u32 = 1;
+const REGION_WRITE: u32 = 2;
+const REGION_MMAP: u32 = 4;
+
+#[derive(Debug, Clone)]
+struct Region {
+    info: RegionInfo,
+    /// Offset of the region within the device fd.
+    fd_offset: u64,
+}
+
+/// A PCI function behind the kernel's vfio-pci.
+pub struct VfioBackend {
+    name: String,
+    container: Arc<VfioContainer>,
+    /// The open device; `None` once released to the kernel.
+    device: RwLock<Option<VfioDevice>>,
+    regions: BTreeMap<u32, Region>,
+    irq_counts: [u32; 5],
+    device_flags: u32,
+    limits: DmaLimits,
+    lost: AtomicBool,
+    bars: MappedBars,
+}
+
+impl std::fmt::Debug for VfioBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VfioBackend")
+            .field("name", &self.name)
+            .field("lost", &self.is_lost())
+            .field("device_flags", &self.device_flags)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn irq_index(kind: IrqKind) -> u32 {
+    match kind {
+        IrqKind::Intx => 0,
+        IrqKind::Msi => 1,
+        IrqKind::Msix => 2,
+        IrqKind::Request => 4,
+    }
+}
+
+/// The errno behind a `vfio-ioctls` error, where it carries one.
+fn vfio_errno(e: &vfio_ioctls::VfioError) -> Option<i32> {
+    use std::error::Error as _;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = cur {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return io.raw_os_error();
+        }
+        if let Some(sys) = s.downcast_ref::<vmm_sys_util::errno::Error>() {
+            return Some(sys.errno());
+        }
+        cur = s.source();
+    }
+    None
+}
+
+impl VfioBackend {
+    /// Open the PCI function `address` (`dddd:bb:dd.f`), which must be bound
+    /// to vfio-pci (`fdma bind`). The lab host's usual problems (IOMMU off,
+    /// wrong driver, group not viable, no permission) are found first and
+    /// reported as such.
+    pub fn open(address: &str) -> BResult<VfioBackend> {
+        let addr: crate::pci::PciAddress = address.parse().map_err(|e| BackendError::Invalid {
+            device: address.to_string(),
+            op: "open".into(),
+            why: format!("{e}"),
+        })?;
+        let name = addr.to_string();
+        let sysfs = crate::pci::Sysfs::system();
+        sysfs
+            .check_vfio_ready(&addr)
+            .map_err(|source| BackendError::Preflight {
+                device: name.clone(),
+                source,
+            })?;
+        let open_err = |e: vfio_ioctls::VfioError| match vfio_errno(&e) {
+            Some(libc::EBUSY) => BackendError::Busy {
+                device: name.clone(),
+                source: io::Error::other(e),
+            },
+            _ => BackendError::Open {
+                device: name.clone(),
+                source: io::Error::other(e),
+            },
+        };
+        let container = Arc::new(VfioContainer::new(None).map_err(open_err)?);
+        let path = PathBuf::from("/sys/bus/pci/devices").join(&name);
+        let ops: Arc<dyn VfioOps> = container.clone();
+        let device = VfioDevice::new(&path, ops, false).map_err(open_err)?;
+        let sys = |op: &str, source: io::Error| BackendError::Sys {
+            device: name.clone(),
+            op: op.to_string(),
+            source,
+        };
+        let (device_flags, num_regions, _) =
+            ioctl::device_info(device.as_raw_fd()).map_err(|e| sys("VFIO_DEVICE_GET_INFO", e))?;
+        let mut regions = BTreeMap::new();
+        for index in 0..num_regions.min(9) {
+            let size = device.get_region_size(index);
+            if size == 0 || (index > 5 && index != CONFIG_REGION) {
+                continue;
+            }
+            let flags = device.get_region_flags(index);
+            let mut mmap_areas = Vec::new();
+            if flags & REGION_MMAP != 0 {
+                let sparse = device
+                    .get_region_caps(index)
+                    .into_iter()
+                    .find_map(|c| match c {
+                        VfioRegionInfoCap::SparseMmap(s) => Some(s),
+                        _ => None,
+                    });
+                match sparse {
+                    Some(s) => mmap_areas.extend(
+                        s.areas
+                            .iter()
+                            .filter(|a| a.size != 0)
+                            .map(|a| a.offset..a.offset + a.size),
+                    ),
+                    None => mmap_areas.push(0..size),
+                }
+            }
+            regions.insert(
+                index,
+                Region {
+                    info: RegionInfo {
+                        index,
+                        size,
+                        read: flags & REGION_READ != 0,
+                        write: flags & REGION_WRITE != 0,
+                        mmap_areas,
+                    },
+                    fd_offset: device.get_region_offset(index),
+                },
+            );
+        }
+        let mut irq_counts = [0u32; 5];
+        for (i, c) in irq_counts.iter_mut().enumerate() {
+            *c = device.get_irq_info(i as u32).map_or(0, |q| q.count);
+        }
+        let info =
+            ioctl::iommu_info(container.as_raw_fd()).map_err(|e| sys("VFIO_IOMMU_GET_INFO", e))?;
+        let limits = limits_from(&info);
+        log::info!(
+            "{name}: vfio-pci, flags {device_flags:#x}, {} regions, irqs intx/msi/msix/req {}/{}/{}/{}, iova {:x?}",
+            regions.len(),
+            irq_counts[0],
+            irq_counts[1],
+            irq_counts[2],
+            irq_counts[4],
+            limits.iova_ranges
+        );
+        Ok(VfioBackend {
+            name,
+            container,
+            device: RwLock::new(Some(device)),
+            regions,
+            irq_counts,
+            device_flags,
+            limits,
+            lost: AtomicBool::new(false),
+            bars: MappedBars::default(),
+        })
+    }
+
+    /// Whether the device advertises `VFIO_DEVICE_RESET`.
+    pub fn has_reset(&self) -> bool {
+        self.device_flags & ioctl::DEVICE_FLAGS_RESET != 0
+    }
+
+    /// Unmask INTx after it fired (the kernel masks a level interrupt
+    /// until the driver has served it).
+    pub fn unmask_intx(&self) -> BResult<()> {
+        self.with_fd("unmask INTx", |fd| ioctl::unmask_irq(fd, 0, 0))
+    }
+
+    fn lost_err(&self, op: &str, source: Option<io::Error>) -> BackendError {
+        BackendError::Lost {
+            device: self.name.clone(),
+            op: op.to_string(),
+            source,
+        }
+    }
+
+    /// Run `f` with the device fd, holding it open for the call. ENODEV
+    /// (the device went away under us) marks the backend lost.
+    fn with_fd<T>(&self, op: &str, f: impl FnOnce(RawFd) -> io::Result<T>) -> BResult<T> {
+        if crate::fork::in_forked_child() {
+            return Err(BackendError::Forked {
+                device: self.name.clone(),
+            });
+        }
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = guard.as_ref() else {
+            return Err(self.lost_err(op, None));
+        };
+        f(dev.as_raw_fd()).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                self.lost.store(true, Ordering::Release);
+                self.lost_err(op, Some(e))
+            } else {
+                BackendError::Sys {
+                    device: self.name.clone(),
+                    op: op.to_string(),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    fn region(&self, op: &str, index: u32, offset: u64, len: usize, write: bool) -> BResult<u64> {
+        let invalid = |why: String| BackendError::Invalid {
+            device: self.name.clone(),
+            op: format!("{op} region {index} offset {offset:#x} len {len}"),
+            why,
+        };
+        let Some(r) = self.regions.get(&index) else {
+            return Err(invalid("no such region".into()));
+        };
+        if offset
+            .checked_add(len as u64)
+            .map_or(true, |e| e > r.info.size)
+        {
+            return Err(invalid(format!(
+                "beyond the region's {:#x} bytes",
+                r.info.size
+            )));
+        }
+        if (write && !r.info.write) || (!write && !r.info.read) {
+            return Err(invalid("access not permitted by the region".into()));
+        }
+        Ok(r.fd_offset + offset)
+    }
+
+    /// A posted write: one `pwrite`, no flush.
+    fn pwrite(&self, index: u32, offset: u64, data: &[u8]) -> BResult<()> {
+        let at = self.region("write", index, offset, data.len(), true)?;
+        self.with_fd("region write", |fd| pwrite_all(fd, data, at))
+    }
+}
+
+fn pread_all(fd: RawFd, buf: &mut [u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reading into the unfilled tail of a caller-owned buffer.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (at + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pwrite_all(fd: RawFd, data: &[u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: writing from a caller-owned buffer.
+        let n = unsafe {
+            libc::pwrite(
+                fd,
+                data[done..].as_ptr().cast(),
+                data.len() - done,
+                (at + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The DMA limits of a type1 container.
+fn limits_from(info: &ioctl::IommuInfo) -> DmaLimits {
+    let mut ranges = if info.iova_ranges.is_empty() {
+        // No capability (kernel < 5.4): a 39-bit space, as the smallest
+        // Intel VT-d address width, less the x86 MSI window.
+        let msi = crate::backend::X86_MSI_WINDOW;
+        vec![0..msi.start, msi.end..1 << 39]
+    } else {
+        info.iova_ranges.clone()
+    };
+    for r in &mut ranges {
+        r.start = r.start.max(0x1000);
+    }
+    ranges.retain(|r| r.end > r.start);
+    let largest = ranges.iter().map(|r| r.end - r.start).max().unwrap_or(0);
+    DmaLimits {
+        // type1's default dma_entry_limit.
+        max_mappings: info.dma_avail.unwrap_or(u16::MAX as u32),
+        max_mapping_size: largest,
+        page_sizes: if info.page_sizes == 0 {
+            0x1000
+        } else {
+            info.page_sizes
+        },
+        iova_ranges: ranges,
+        vaddr_pinned: true,
+    }
+}
+
+impl Backend for VfioBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn region_info(&self, index: u32) -> Option<&RegionInfo> {
+        self.regions.get(&index).map(|r| &r.info)
+    }
+
+    fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> BResult<()> {
+        let at = self.region("read", index, offset, buf.len(), false)?;
+        self.with_fd("region read", |fd| pread_all(fd, buf, at))
+    }
+
+    fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> BResult<()> {
+        self.pwrite(index, offset, data)?;
+        if index != CONFIG_REGION {
+            // Flush the posted write: a read may not pass it.
+            let mut id = [0u8; 2];
+            self.config_read(0, &mut id)?;
+        }
+        Ok(())
+    }
+
+    fn region_write_posted(&self, index: u32, offset: u64, data: &[u8]) -> BResult<()> {
+        self.pwrite(index, offset, data)
+    }
+
+    fn region_mmap(&self, index: u32) -> BResult<Option<Vec<RegionMap>>> {
+        let Some(r) = self.regions.get(&index) else {
+            return Ok(None);
+        };
+        if r.info.mmap_areas.is_empty() || index == CONFIG_REGION {
+            return Ok(None);
+        }
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = guard.as_ref() else {
+            return Err(self.lost_err("mmap", None));
+        };
+        let mut maps = Vec::with_capacity(r.info.mmap_areas.len());
+        for a in &r.info.mmap_areas {
+            let len = (a.end - a.start) as usize;
+            let m = memmap2::MmapOptions::new()
+                .offset(r.fd_offset + a.start)
+                .len(len)
+                .map_raw(dev.as_raw_fd())
+                .map_err(|source| BackendError::Sys {
+                    device: self.name.clone(),
+                    op: format!("mmap region {index} area {:#x}+{len:#x}", a.start),
+                    source,
+                })?;
+            maps.push(self.bars.track(m, a.start));
+        }
+        Ok(Some(maps))
+    }
+
+    fn config_read(&self, offset: u64, buf: &mut [u8]) -> BResult<()> {
+        self.region_read(CONFIG_REGION, offset, buf)
+    }
+
+    fn config_write(&self, offset: u64, data: &[u8]) -> BResult<()> {
+        self.pwrite(CONFIG_REGION, offset, data)
+    }
+
+    fn dma_limits(&self) -> &DmaLimits {
+        &self.limits
+    }
+
+    fn dma_map(&self, iova: u64, size: u64, source: DmaSource<'_>, prot: DmaProt) -> BResult<()> {
+        let vaddr = match source {
+            DmaSource::Vaddr(p) => p as u64,
+            // The same pages, through this process's mapping of the fd.
+            DmaSource::Fd { vaddr, .. } => vaddr as u64,
+        };
+        let op = format!("DMA map iova {iova:#x} size {size:#x}");
+        if size == 0 || iova % 4096 != 0 || size % 4096 != 0 || vaddr % 4096 != 0 {
+            return Err(BackendError::Invalid {
+                device: self.name.clone(),
+                op,
+                why: "iova, size and address must be page-aligned and size non-zero".into(),
+            });
+        }
+        let r = {
+            let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                return Err(self.lost_err(&op, None));
+            }
+            ioctl::map_dma(
+                self.container.as_raw_fd(),
+                iova,
+                size,
+                vaddr,
+                prot.read,
+                prot.write,
+            )
+        };
+        r.map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOMEM) if !crate::pci::has_cap_ipc_lock() => {
+                let soft = crate::pci::memlock_limit().ok().and_then(|l| l.0);
+                BackendError::Memlock {
+                    device: self.name.clone(),
+                    bytes: size,
+                    limit: soft.unwrap_or(u64::MAX),
+                }
+            }
+            Some(errno @ (libc::EEXIST | libc::EINVAL | libc::ENOSPC)) => BackendError::Refused {
+                device: self.name.clone(),
+                op,
+                errno,
+            },
+            _ => BackendError::Sys {
+                device: self.name.clone(),
+                op,
+                source: e,
+            },
+        })
+    }
+
+    fn dma_unmap(&self, iova: u64, size: u64) -> BResult<()> {
+        let op = || format!("DMA unmap iova {iova:#x} size {size:#x}");
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            // Released: the container's last group left, so the kernel
+            // dropped every mapping and unpinned its pages already.
+            return Ok(());
+        }
+        match ioctl::unmap_dma(self.container.as_raw_fd(), iova, size) {
+            Ok(n) if n == size => Ok(()),
+            Ok(n) => Err(BackendError::Invalid {
+                device: self.name.clone(),
+                op: op(),
+                why: format!("the kernel unmapped {n:#x} bytes: not one whole mapping"),
+            }),
+            Err(source) => Err(BackendError::Sys {
+                device: self.name.clone(),
+                op: op(),
+                source,
+            }),
+        }
+    }
+
+    fn irq_count(&self, kind: IrqKind) -> u32 {
+        self.irq_counts[irq_index(kind) as usize]
+    }
+
+    fn set_irq_eventfds(&self, kind: IrqKind, start: u32, fds: &[BorrowedFd<'_>]) -> BResult<()> {
+        let count = self.irq_count(kind);
+        if start
+            .checked_add(fds.len() as u32)
+            .map_or(true, |e| e > count)
+        {
+            return Err(BackendError::Invalid {
+                device: self.name.clone(),
+                op: format!("set {kind:?} eventfds {start}+{}", fds.len()),
+                why: format!("the device has {count} vectors"),
+            });
+        }
+        self.with_fd("VFIO_DEVICE_SET_IRQS", |fd| {
+            ioctl::set_irq_eventfds(fd, irq_index(kind), start, fds)
+        })
+    }
+
+    fn disable_irqs(&self, kind: IrqKind) -> BResult<()> {
+        if self.irq_count(kind) == 0 {
+            return Ok(());
+        }
+        self.with_fd("VFIO_DEVICE_SET_IRQS (disable)", |fd| {
+            ioctl::set_irq_eventfds(fd, irq_index(kind), 0, &[])
+        })
+    }
+
+    fn reset(&self) -> BResult<()> {
+        if !self.has_reset() {
+            return Err(BackendError::ResetUnsupported {
+                device: self.name.clone(),
+            });
+        }
+        self.with_fd("VFIO_DEVICE_RESET", ioctl::reset)
+    }
+
+    fn read32_nonalloc(&self, index: u32, offset: u64) -> Result<u32, RegFault> {
+        if crate::fork::in_forked_child() {
+            return Err(RegFault::Forked);
+        }
+        let Some(r) = self.regions.get(&index) else {
+            return Err(RegFault::Other);
+        };
+        if offset + 4 > r.info.size {
+            return Err(RegFault::Other);
+        }
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = guard.as_ref() else {
+            return Err(RegFault::Lost);
+        };
+        let mut b = [0u8; 4];
+        match pread_all(dev.as_raw_fd(), &mut b, r.fd_offset + offset) {
+            Ok(()) => Ok(u32::from_le_bytes(b)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                self.lost.store(true, Ordering::Release);
+                Err(RegFault::Lost)
+            }
+            Err(e) => Err(RegFault::Refused(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    fn write32_nonalloc(&self, index: u32, offset: u64, value: u32) -> Result<(), RegFault> {
+        if crate::fork::in_forked_child() {
+            return Err(RegFault::Forked);
+        }
+        let (Some(r), Some(cfg)) = (self.regions.get(&index), self.regions.get(&CONFIG_REGION))
+        else {
+            return Err(RegFault::Other);
+        };
+        if offset + 4 > r.info.size {
+            return Err(RegFault::Other);
+        }
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = guard.as_ref() else {
+            return Err(RegFault::Lost);
+        };
+        let fd = dev.as_raw_fd();
+        let mut id = [0u8; 2];
+        pwrite_all(fd, &value.to_le_bytes(), r.fd_offset + offset)
+            .and_then(|()| pread_all(fd, &mut id, cfg.fd_offset))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENODEV) => {
+                    self.lost.store(true, Ordering::Release);
+                    RegFault::Lost
+                }
+                errno => RegFault::Refused(errno.unwrap_or(libc::EIO)),
+            })
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    fn release(&self) {
+        self.lost.store(true, Ordering::Release);
+        // The BAR mappings hold the device file open; the kernel's release
+        // (and with it the unbind waiting on us) needs every one gone.
+        self.bars.revoke();
+        let dev = self
+            .device
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(d) = dev {
+            // Closing the device fd disables its interrupts and leaves the
+            // group; the container's mappings go with its last group.
+            drop(d);
+            log::warn!("{}: device released to the kernel", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_without_the_capability_cut_the_msi_window_and_page_zero() {
+        let l = limits_from(&ioctl::IommuInfo {
+            page_sizes: 0,
+            iova_ranges: vec![],
+            dma_avail: None,
+        });
+        assert_eq!(
+            l.iova_ranges,
+            vec![0x1000..0xfee0_0000, 0xfef0_0000..1 << 39]
+        );
+        assert_eq!(l.max_mappings, 65535);
+        assert_eq!(l.page_sizes, 0x1000);
+        assert!(l.vaddr_pinned);
+    }
+
+    #[test]
+    fn limits_follow_the_kernel_ranges() {
+        let l = limits_from(&ioctl::IommuInfo {
+            page_sizes: 0x4020_1000,
+            iova_ranges: vec![0..0xfee0_0000, 0xfef0_0000..1 << 48],
+            dma_avail: Some(100),
+        });
+        assert_eq!(l.iova_ranges[0], 0x1000..0xfee0_0000);
+        assert_eq!(l.max_mappings, 100);
+        assert_eq!(l.max_mapping_size, (1 << 48) - 0xfef0_0000);
+    }
+}

@@ -1,0 +1,79 @@
+//! The backend conformance suite over vfio-user, against the simulated
+//! card: each check of `fdma_host_tests::conformance` on a simulator of its
+//! own. The same checks run over kernel VFIO against `edu` in the guest
+//! stage (`kernel_vfio.rs`).
+
+mod common;
+
+use common::SimProc;
+use fdma_host_tests::conformance::{self, fdma_card::FdmaCard, Adapter};
+use std::sync::Arc;
+
+fn adapter(sim: &SimProc) -> Arc<dyn Adapter> {
+    common::init_log();
+    let backend = fdma::device::connect(&sim.name(), &fdma::OpenOptions::default())
+        .expect("connect to the simulator");
+    Arc::new(FdmaCard::new(backend, Some(sim.socket.clone())).expect("take the card"))
+}
+
+macro_rules! check {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            let sim = SimProc::start(&[]);
+            let a = adapter(&sim);
+            let (_, f) = conformance::CHECKS
+                .iter()
+                .find(|(n, _)| *n == stringify!($name))
+                .expect("a check of that name");
+            if let Err(e) = f(&a) {
+                panic!("{}: {e:#}", stringify!($name));
+            }
+        }
+    };
+}
+
+check!(identity);
+check!(iommu_info);
+check!(bar_mmap);
+check!(dma_round_trip);
+check!(irq_signals_fence);
+check!(unmapped_iova_faults);
+check!(map_pins_pages);
+check!(map_rules);
+check!(reset_contract);
+
+/// The negative control for D5: on a connection that serves DMA from the
+/// live address instead of pinned pages (what the vfio-user backend falls
+/// back to without io_uring), the check must fail, by seeing the new pages.
+#[test]
+fn map_pins_pages_fails_without_pinning() {
+    common::init_log();
+    let sim = SimProc::start(&[]);
+    let backend = fdma::backend::vfio_user::VfioUserBackend::connect_unpinned(
+        &sim.socket,
+        &Default::default(),
+    )
+    .expect("connect");
+    let a: Arc<dyn Adapter> =
+        Arc::new(FdmaCard::new(Arc::new(backend), Some(sim.socket.clone())).unwrap());
+    match conformance::map_pins_pages(&*a) {
+        Err(e) => assert!(
+            format!("{e:#}").contains("it read the new pages"),
+            "failed for another reason: {e:#}"
+        ),
+        Ok(()) => panic!("map_pins_pages passed on a backend that does not pin"),
+    }
+}
+
+/// Every check has a test here.
+#[test]
+fn every_check_is_run() {
+    let here = include_str!("conformance.rs");
+    for (name, _) in conformance::CHECKS {
+        assert!(
+            here.contains(&format!("check!({name});")),
+            "conformance check {name} has no test"
+        );
+    }
+}

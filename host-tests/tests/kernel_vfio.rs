@@ -1,0 +1,246 @@
+//! The kernel VFIO transport against a real vfio-pci: QEMU's `edu` device
+//! in the guest stage (`scripts/guest-test`), behind an emulated Intel
+//! IOMMU. Every test here needs that device bound to vfio-pci, so they are
+//! `#[ignore]`d in a normal `cargo test`; the guest runs them with
+//! `--ignored`. `FDMA_TEST_EDU` names the device; otherwise the first edu
+//! found in sysfs is used.
+//!
+//! The conformance checks are the ones the simulator passes over
+//! vfio-user (`conformance.rs`); the rest are what only a kernel can do:
+//! refuse a second opener, charge pinned pages to RLIMIT_MEMLOCK, and ask
+//! for the device back.
+
+use fdma::backend::{Backend, DmaProt, DmaSource, IrqKind};
+use fdma::pci::{PciAddress, Sysfs};
+use fdma::reactor::{IrqHandler, Reactor};
+use fdma::{BackendError, FenceError, Timeline, Wait};
+use fdma_host_tests::conformance::{self, edu::Edu, Adapter, UserMem};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const NEEDS: &str = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test";
+
+fn edu_address() -> String {
+    let _ = env_logger::builder().is_test(true).try_init();
+    if let Ok(a) = std::env::var("FDMA_TEST_EDU") {
+        return a;
+    }
+    let found = Sysfs::system()
+        .list(Some((
+            conformance::edu::IDS.0,
+            Some(conformance::edu::IDS.1),
+        )))
+        .expect("list PCI devices");
+    found
+        .first()
+        .unwrap_or_else(|| panic!("no edu device (1234:11e8) on this machine; {NEEDS}"))
+        .address
+        .to_string()
+}
+
+fn adapter() -> Arc<dyn Adapter> {
+    Arc::new(Edu::open(&edu_address()).expect("open edu through kernel VFIO"))
+}
+
+macro_rules! check {
+    ($name:ident) => {
+        #[test]
+        #[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+        fn $name() {
+            let a = adapter();
+            let (_, f) = conformance::CHECKS
+                .iter()
+                .find(|(n, _)| *n == stringify!($name))
+                .expect("a check of that name");
+            if let Err(e) = f(&a) {
+                panic!("{}: {e:#}", stringify!($name));
+            }
+        }
+    };
+}
+
+check!(identity);
+check!(iommu_info);
+check!(bar_mmap);
+check!(dma_round_trip);
+check!(irq_signals_fence);
+check!(unmapped_iova_faults);
+check!(map_pins_pages);
+check!(map_rules);
+check!(reset_contract);
+
+/// Every conformance check runs here too.
+#[test]
+fn every_check_is_run() {
+    let here = include_str!("kernel_vfio.rs");
+    for (name, _) in conformance::CHECKS {
+        assert!(
+            here.contains(&format!("check!({name});")),
+            "conformance check {name} has no kernel VFIO test"
+        );
+    }
+}
+
+/// The IOMMU group can be open in one place only: a second open is a
+/// typed "in use", and a device that does not exist is named as such.
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+fn open_errors_are_typed() {
+    let addr = edu_address();
+    let first = fdma::device::connect(&addr, &fdma::OpenOptions::default()).expect("first open");
+    match fdma::device::connect(&addr, &fdma::OpenOptions::default()) {
+        Err(fdma::Error::Backend(BackendError::Busy { device, .. })) => assert_eq!(device, addr),
+        other => panic!("second open of {addr} gave {other:?}"),
+    }
+    drop(first);
+    match fdma::device::connect("0000:7f:1f.7", &fdma::OpenOptions::default()) {
+        Err(fdma::Error::Backend(BackendError::Preflight { .. })) => {}
+        other => panic!("opening a missing device gave {other:?}"),
+    }
+    // Closed, the device opens again.
+    fdma::device::connect(&addr, &fdma::OpenOptions::default()).expect("reopen");
+}
+
+/// Without CAP_IPC_LOCK, type1 charges pinned pages to RLIMIT_MEMLOCK: a
+/// map beyond it is a clear `Memlock` error, one within it works. Run as
+/// an unprivileged user (root has CAP_IPC_LOCK and would prove nothing).
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci, run by an unprivileged user: scripts/guest-test"]
+fn memlock_limit_is_a_clear_error() {
+    assert!(
+        !fdma::pci::has_cap_ipc_lock(),
+        "this test proves nothing with CAP_IPC_LOCK: run it as an unprivileged user"
+    );
+    let limit = 256 * 1024;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK, limit, limit)
+        .expect("lower RLIMIT_MEMLOCK");
+    let a = adapter();
+    let b = a.backend();
+    let base = b.dma_limits().iova_ranges[0].start.max(0x10_0000);
+    let big = UserMem::new(4 << 20).unwrap();
+    match b.dma_map(
+        base,
+        big.len() as u64,
+        DmaSource::Vaddr(big.ptr()),
+        DmaProt::RW,
+    ) {
+        Err(e @ BackendError::Memlock { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("RLIMIT_MEMLOCK is 262144 bytes"), "{msg}");
+        }
+        other => panic!("a 4 MiB map under a 256 KiB limit gave {other:?}"),
+    }
+    let small = UserMem::new(64 * 1024).unwrap();
+    b.dma_map(
+        base,
+        small.len() as u64,
+        DmaSource::Vaddr(small.ptr()),
+        DmaProt::RW,
+    )
+    .expect("a map within the limit");
+    b.dma_unmap(base, small.len() as u64).expect("unmap");
+}
+
+/// The kernel asks for the device back (an unbind while we hold it): the
+/// request interrupt reaches the reactor, the pending fence fails with
+/// `DeviceLost`, the backend releases the device, and the unbind finishes.
+/// The device is bound back to vfio-pci afterwards.
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+fn device_request_fails_fences_and_releases() {
+    struct OnRequest {
+        backend: Arc<dyn Backend>,
+        efd: nix::sys::eventfd::EventFd,
+        pending: Mutex<Option<fdma::fence::Signaller>>,
+    }
+    impl IrqHandler for OnRequest {
+        fn irq_fds(&self) -> Vec<BorrowedFd<'_>> {
+            vec![self.efd.as_fd()]
+        }
+        fn on_irq(&self, _vector: usize, _count: u64) {
+            if let Some(s) = self.pending.lock().unwrap().take() {
+                let _ = s.signal(Err(FenceError::DeviceLost {
+                    channel: 0,
+                    seqno: s.seqno(),
+                }));
+            }
+            self.backend.release();
+        }
+    }
+    let addr = edu_address();
+    let a = adapter();
+    let b = a.backend().clone();
+    assert_eq!(
+        b.irq_count(IrqKind::Request),
+        1,
+        "vfio-pci offers the request interrupt"
+    );
+    let efd = nix::sys::eventfd::EventFd::from_flags(
+        nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+    )
+    .unwrap();
+    b.set_irq_eventfds(IrqKind::Request, 0, &[efd.as_fd()])
+        .expect("route the request");
+    // A mapping and a BAR mmap the release must give up.
+    let mem = UserMem::new(4096).unwrap();
+    let iova = b.dma_limits().iova_ranges[0].start.max(0x10_0000);
+    b.dma_map(iova, 4096, DmaSource::Vaddr(mem.ptr()), DmaProt::RW)
+        .unwrap();
+    let bar = b.region_mmap(0).unwrap().expect("BAR 0 mmap");
+    let tl = Timeline::new(0);
+    let (fence, signaller) = tl.create();
+    let h = Arc::new(OnRequest {
+        backend: b.clone(),
+        efd,
+        pending: Mutex::new(Some(signaller)),
+    });
+    let mut reactor = Reactor::start("request-reactor", h, Duration::from_millis(50)).unwrap();
+    let target: PciAddress = addr.parse().unwrap();
+    let unbind = std::thread::spawn(move || Sysfs::system().unbind_vfio(&target));
+    match fence.wait_timeout(Duration::from_secs(30)) {
+        Wait::Signalled(Err(FenceError::DeviceLost { .. })) => {}
+        other => panic!("the pending fence gave {other:?}"),
+    }
+    let report = unbind
+        .join()
+        .unwrap()
+        .expect("the unbind completes once released");
+    eprintln!("unbind: {report:?}");
+    reactor.stop();
+    assert!(b.is_lost());
+    // SAFETY: the mapping is still ours (revoked, not unmapped): it now
+    // reads all ones, as a vanished device does.
+    let v = unsafe { bar[0].ptr.cast::<u32>().read_volatile() };
+    assert_eq!(v, u32::MAX, "a revoked BAR reads all ones");
+    let mut id = [0u8; 4];
+    assert!(matches!(
+        b.region_read(0, 0, &mut id),
+        Err(BackendError::Lost { .. })
+    ));
+    assert!(
+        b.dma_unmap(iova, 4096).is_ok(),
+        "unmap after release is a no-op"
+    );
+    drop(bar);
+    Sysfs::system()
+        .bind_vfio(&addr.parse().unwrap())
+        .expect("bind edu back to vfio-pci");
+}
+
+/// A full open by PCI address goes through kernel VFIO and checks the
+/// card's identity: edu is not an fdma card, and says so.
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+fn device_open_refuses_a_foreign_card() {
+    let addr = edu_address();
+    match fdma::Device::open(&addr) {
+        Err(fdma::Error::Identity { device, why }) => {
+            assert_eq!(device, addr);
+            assert!(why.contains("is not an fdma card"), "{why}");
+        }
+        other => panic!("opening edu as an fdma card gave {:?}", other.map(|_| ())),
+    }
+    // The failed open released the device: it opens again.
+    Edu::open(&addr).expect("reopen after the refused open");
+}
