@@ -12,6 +12,7 @@
 //! does none of that: it reads registers and allows guarded writes only, so
 //! that looking at a hung card shows the hang rather than erasing it.
 
+use crate::backend::vfio::{OpenVia, VfioBackend};
 use crate::backend::vfio_user::{VfioUserBackend, VfioUserOptions};
 use crate::backend::{Backend, IrqKind};
 use crate::cardmem::CardMemory;
@@ -43,6 +44,10 @@ pub struct OpenOptions {
     pub watchdog: WatchdogConfig,
     /// vfio-user transport settings (simulator).
     pub vfio_user: VfioUserOptions,
+    /// How a PCI address is opened through kernel VFIO: its IOMMU group in
+    /// a type1 container (the default) or its cdev in an iommufd IOAS
+    /// (cargo feature `iommufd`).
+    pub kernel_vfio: OpenVia,
 }
 
 impl Default for OpenOptions {
@@ -52,6 +57,7 @@ impl Default for OpenOptions {
             ring_size: 256,
             watchdog: WatchdogConfig::default(),
             vfio_user: VfioUserOptions::default(),
+            kernel_vfio: OpenVia::default(),
         }
     }
 }
@@ -107,7 +113,7 @@ impl Target {
 pub fn connect(name: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>> {
     match Target::parse(name)? {
         Target::Sim(p) => Ok(Arc::new(VfioUserBackend::connect(&p, &opts.vfio_user)?)),
-        Target::Pci(addr) => Ok(Arc::new(crate::backend::vfio::VfioBackend::open(&addr)?)),
+        Target::Pci(addr) => Ok(Arc::new(VfioBackend::open_with(&addr, opts.kernel_vfio)?)),
     }
 }
 

@@ -118,14 +118,11 @@ pub fn parse_iommu_info(b: &[u8]) -> IommuInfo {
             CAP_IOVA_RANGE => {
                 // u32 nr_iovas, reserved; then { u64 start, end (inclusive) }.
                 let n = u32_at(off + 8).unwrap_or(0) as usize;
-                for i in 0..n {
+                let pairs = (0..n).map_while(|i| {
                     let at = off + 16 + 16 * i;
-                    if let (Some(s), Some(e)) = (u64_at(at), u64_at(at + 8)) {
-                        if e >= s {
-                            info.iova_ranges.push(s..e.saturating_add(1));
-                        }
-                    }
-                }
+                    Some((u64_at(at)?, u64_at(at + 8)?))
+                });
+                info.iova_ranges = super::iommu::exclusive_ranges(pairs);
             }
             CAP_DMA_AVAIL => info.dma_avail = u32_at(off + 8),
             _ => {}

@@ -1,24 +1,32 @@
 //! Kernel VFIO backend: a PCI function bound to `vfio-pci`, reached through
-//! its IOMMU group and a type1 container — the lab host's transport.
+//! its IOMMU group and a type1 container — the lab host's transport — or,
+//! with the `iommufd` cargo feature, through its VFIO cdev and an iommufd
+//! IOAS ([`OpenVia`]; the DMA domain is an [`Iommu`]).
 //!
-//! Opening follows the kernel's order: container, group (it must be
-//! viable: every device in it bound to vfio-pci or to no driver), IOMMU
-//! type1v2, device fd. `vfio-ioctls` does that part; the calls whose
-//! results matter to fdma are issued by [`ioctl`] so that every failure is
-//! reported, not logged.
+//! Opening through the group follows the kernel's order: container, group
+//! (it must be viable: every device in it bound to vfio-pci or to no
+//! driver), IOMMU type1v2, device fd. Through the cdev: `/dev/iommu`, an
+//! IOAS, the device's `/dev/vfio/devices/vfioN`, bound to the iommufd and
+//! attached to the IOAS. `vfio-ioctls` does that part; the calls whose
+//! results matter to fdma are issued by [`ioctl`] and [`iommu`] so that
+//! every failure is reported, not logged.
+//!
+//! The cdev path is verified on a lab host only; CI builds and unit-tests
+//! it (no kernel installable there has `CONFIG_IOMMUFD`). See [`iommu`].
 //!
 //! * **Regions**: `pread`/`pwrite` on the device fd at the region's offset;
 //!   BARs are mmapped where the kernel allows it, sparse areas respected
 //!   (an MSI-X table inside a BAR is not mappable on older kernels).
-//! * **D5**: type1 pins the pages behind a virtual address when it maps
-//!   them, and charges them to `RLIMIT_MEMLOCK` unless the process has
-//!   `CAP_IPC_LOCK`; a map beyond the limit is a
+//! * **D5**: type1 and iommufd pin the pages behind a virtual address when
+//!   they map them, and charge them to `RLIMIT_MEMLOCK` unless the process
+//!   has `CAP_IPC_LOCK`; a map beyond the limit is a
 //!   [`BackendError::Memlock`], not a bare `ENOMEM`. Mappings by fd use the
 //!   fd's mapping in this process, which pins the same pages.
-//! * **IOVA ranges** come from `VFIO_IOMMU_GET_INFO`'s capability: the
-//!   kernel leaves out its reserved windows (the x86 MSI window at
-//!   `0xfee00000`). Older kernels report none; then the MSI window is cut
-//!   here. Page 0 is never used, so that a zero IOVA is always a bug.
+//! * **IOVA ranges** come from `VFIO_IOMMU_GET_INFO`'s capability (type1)
+//!   or `IOMMU_IOAS_IOVA_RANGES` (iommufd): the kernel leaves out its
+//!   reserved windows (the x86 MSI window at `0xfee00000`). Older type1
+//!   kernels report none; then the MSI window is cut here. Page 0 is never
+//!   used, so that a zero IOVA is always a bug.
 //! * **Interrupts**: INTx, MSI and MSI-X route to eventfds; INTx is masked
 //!   by the kernel when it fires and [`VfioBackend::unmask_intx`] unmasks
 //!   it. The device-request interrupt ([`IrqKind::Request`]) is the kernel
@@ -33,20 +41,24 @@
 //!   has no side effects on the device's registers.
 
 pub mod ioctl;
+pub mod iommu;
 mod release;
+mod rw;
 
 use crate::backend::{
     BResult, Backend, DmaLimits, DmaProt, DmaSource, IrqKind, RegFault, RegionInfo, RegionMap,
 };
 use crate::error::BackendError;
+pub use iommu::Iommu;
 use release::MappedBars;
+use rw::{pread_all, pwrite_all};
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps, VfioRegionInfoCap};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioRegionInfoCap};
 
 /// VFIO's region index of PCI config space.
 const CONFIG_REGION: u32 = 7;
@@ -62,10 +74,23 @@ struct Region {
     fd_offset: u64,
 }
 
+/// How [`VfioBackend::open_with`] reaches the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenVia {
+    /// Its IOMMU group (`/dev/vfio/N`) in a type1 container
+    /// (`/dev/vfio/vfio`). The default, and what [`VfioBackend::open`] does.
+    #[default]
+    Group,
+    /// Its VFIO cdev (`/dev/vfio/devices/vfioN`) bound to `/dev/iommu`, in
+    /// an iommufd IOAS. Needs the `iommufd` cargo feature; a build without
+    /// it refuses with [`BackendError::Invalid`].
+    Cdev,
+}
+
 /// A PCI function behind the kernel's vfio-pci.
 pub struct VfioBackend {
     name: String,
-    container: Arc<VfioContainer>,
+    iommu: Iommu,
     /// The open device; `None` once released to the kernel.
     device: RwLock<Option<VfioDevice>>,
     regions: BTreeMap<u32, Region>,
@@ -80,6 +105,7 @@ impl std::fmt::Debug for VfioBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VfioBackend")
             .field("name", &self.name)
+            .field("iommu", &self.iommu.kind())
             .field("lost", &self.is_lost())
             .field("device_flags", &self.device_flags)
             .field("limits", &self.limits)
@@ -114,23 +140,38 @@ fn vfio_errno(e: &vfio_ioctls::VfioError) -> Option<i32> {
 
 impl VfioBackend {
     /// Open the PCI function `address` (`dddd:bb:dd.f`), which must be bound
-    /// to vfio-pci (`fdma bind`). The lab host's usual problems (IOMMU off,
-    /// wrong driver, group not viable, no permission) are found first and
-    /// reported as such.
+    /// to vfio-pci (`fdma bind`), through its IOMMU group and a type1
+    /// container ([`OpenVia::Group`]). The lab host's usual problems (IOMMU
+    /// off, wrong driver, group not viable, no permission) are found first
+    /// and reported as such.
     pub fn open(address: &str) -> BResult<VfioBackend> {
+        Self::open_with(address, OpenVia::Group)
+    }
+
+    /// Open the PCI function `address` as [`VfioBackend::open`] does, the
+    /// way `how` says. [`OpenVia::Cdev`] needs the `iommufd` cargo feature
+    /// (a build without it returns [`BackendError::Invalid`]) and a kernel
+    /// with `CONFIG_IOMMUFD` and `CONFIG_VFIO_DEVICE_CDEV`.
+    pub fn open_with(address: &str, how: OpenVia) -> BResult<VfioBackend> {
         let addr: crate::pci::PciAddress = address.parse().map_err(|e| BackendError::Invalid {
             device: address.to_string(),
             op: "open".into(),
             why: format!("{e}"),
         })?;
         let name = addr.to_string();
+        #[cfg(not(feature = "iommufd"))]
+        if how == OpenVia::Cdev {
+            return Err(BackendError::Invalid {
+                device: name,
+                op: "open via the VFIO cdev".into(),
+                why: "this build of fdma lacks the `iommufd` cargo feature".into(),
+            });
+        }
         let sysfs = crate::pci::Sysfs::system();
-        sysfs
-            .check_vfio_ready(&addr)
-            .map_err(|source| BackendError::Preflight {
-                device: name.clone(),
-                source,
-            })?;
+        let preflight = |source| BackendError::Preflight {
+            device: name.clone(),
+            source,
+        };
         let open_err = |e: vfio_ioctls::VfioError| match vfio_errno(&e) {
             Some(libc::EBUSY) => BackendError::Busy {
                 device: name.clone(),
@@ -141,10 +182,50 @@ impl VfioBackend {
                 source: io::Error::other(e),
             },
         };
-        let container = Arc::new(VfioContainer::new(None).map_err(open_err)?);
         let path = PathBuf::from("/sys/bus/pci/devices").join(&name);
-        let ops: Arc<dyn VfioOps> = container.clone();
-        let device = VfioDevice::new(&path, ops, false).map_err(open_err)?;
+        let (iommu, device) = match how {
+            OpenVia::Group => {
+                sysfs.check_vfio_ready(&addr).map_err(preflight)?;
+                let iommu = Iommu::Type1(Arc::new(VfioContainer::new(None).map_err(open_err)?));
+                let device = VfioDevice::new(&path, iommu.ops(), false).map_err(open_err)?;
+                (iommu, device)
+            }
+            #[cfg(not(feature = "iommufd"))]
+            OpenVia::Cdev => unreachable!("refused above"),
+            #[cfg(feature = "iommufd")]
+            OpenVia::Cdev => {
+                // No group node is needed (a kernel may have none), but the
+                // binding and the group's viability are.
+                let dev = sysfs.device(&addr).map_err(preflight)?;
+                sysfs.check_bound_and_viable(&dev).map_err(preflight)?;
+                if !path.join("vfio-dev").is_dir() {
+                    return Err(BackendError::Open {
+                        device: name.clone(),
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "no VFIO cdev (sysfs vfio-dev/): kernel without \
+                             CONFIG_VFIO_DEVICE_CDEV?",
+                        ),
+                    });
+                }
+                let fd = iommufd_ioctls::IommuFd::new().map_err(|e| BackendError::Open {
+                    device: name.clone(),
+                    source: match e {
+                        iommufd_ioctls::IommufdError::OpenIommufd(io) => io::Error::new(
+                            io.kind(),
+                            format!("/dev/iommu: {io} (kernel without CONFIG_IOMMUFD?)"),
+                        ),
+                        other => io::Error::other(other),
+                    },
+                })?;
+                let ioas =
+                    vfio_ioctls::VfioIommufd::new(Arc::new(fd), None, None).map_err(open_err)?;
+                let iommu = Iommu::Iommufd(Arc::new(ioas));
+                // Bound to the iommufd and attached to the IOAS.
+                let device = VfioDevice::new(&path, iommu.ops(), true).map_err(open_err)?;
+                (iommu, device)
+            }
+        };
         let sys = |op: &str, source: io::Error| BackendError::Sys {
             device: name.clone(),
             op: op.to_string(),
@@ -196,11 +277,12 @@ impl VfioBackend {
         for (i, c) in irq_counts.iter_mut().enumerate() {
             *c = device.get_irq_info(i as u32).map_or(0, |q| q.count);
         }
-        let info =
-            ioctl::iommu_info(container.as_raw_fd()).map_err(|e| sys("VFIO_IOMMU_GET_INFO", e))?;
+        // After the attach: attaching narrows an IOAS's ranges.
+        let info = iommu.info().map_err(|e| sys(iommu.info_op(), e))?;
         let limits = limits_from(&info);
         log::info!(
-            "{name}: vfio-pci, flags {device_flags:#x}, {} regions, irqs intx/msi/msix/req {}/{}/{}/{}, iova {:x?}",
+            "{name}: vfio-pci via {}, flags {device_flags:#x}, {} regions, irqs intx/msi/msix/req {}/{}/{}/{}, iova {:x?}",
+            iommu.kind(),
             regions.len(),
             irq_counts[0],
             irq_counts[1],
@@ -210,7 +292,7 @@ impl VfioBackend {
         );
         Ok(VfioBackend {
             name,
-            container,
+            iommu,
             device: RwLock::new(Some(device)),
             regions,
             irq_counts,
@@ -219,6 +301,11 @@ impl VfioBackend {
             lost: AtomicBool::new(false),
             bars: MappedBars::default(),
         })
+    }
+
+    /// The DMA domain's kind: `"type1"` or `"iommufd"`.
+    pub fn iommu_kind(&self) -> &'static str {
+        self.iommu.kind()
     }
 
     /// Whether the device advertises `VFIO_DEVICE_RESET`.
@@ -297,59 +384,7 @@ impl VfioBackend {
     }
 }
 
-fn pread_all(fd: RawFd, buf: &mut [u8], at: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: reading into the unfilled tail of a caller-owned buffer.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                (at + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            n if n > 0 => done += n as usize,
-            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn pwrite_all(fd: RawFd, data: &[u8], at: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < data.len() {
-        // SAFETY: writing from a caller-owned buffer.
-        let n = unsafe {
-            libc::pwrite(
-                fd,
-                data[done..].as_ptr().cast(),
-                data.len() - done,
-                (at + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            n if n > 0 => done += n as usize,
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The DMA limits of a type1 container.
+/// The DMA limits of a type1 container or an iommufd IOAS.
 fn limits_from(info: &ioctl::IommuInfo) -> DmaLimits {
     let mut ranges = if info.iova_ranges.is_empty() {
         // No capability (kernel < 5.4): a 39-bit space, as the smallest
@@ -465,14 +500,7 @@ impl Backend for VfioBackend {
             if guard.is_none() {
                 return Err(self.lost_err(&op, None));
             }
-            ioctl::map_dma(
-                self.container.as_raw_fd(),
-                iova,
-                size,
-                vaddr,
-                prot.read,
-                prot.write,
-            )
+            self.iommu.map(iova, size, vaddr, prot.read, prot.write)
         };
         r.map_err(|e| match e.raw_os_error() {
             Some(libc::ENOMEM) if !crate::pci::has_cap_ipc_lock() => {
@@ -499,12 +527,13 @@ impl Backend for VfioBackend {
     fn dma_unmap(&self, iova: u64, size: u64) -> BResult<()> {
         let op = || format!("DMA unmap iova {iova:#x} size {size:#x}");
         let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
+        if guard.is_none() && !self.iommu.mappings_outlive_device() {
             // Released: the container's last group left, so the kernel
-            // dropped every mapping and unpinned its pages already.
+            // dropped every mapping and unpinned its pages already. (An
+            // IOAS keeps them: unmap as usual.)
             return Ok(());
         }
-        match ioctl::unmap_dma(self.container.as_raw_fd(), iova, size) {
+        match self.iommu.unmap(iova, size) {
             Ok(n) if n == size => Ok(()),
             Ok(n) => Err(BackendError::Invalid {
                 device: self.name.clone(),
@@ -627,7 +656,8 @@ impl Backend for VfioBackend {
             .take();
         if let Some(d) = dev {
             // Closing the device fd disables its interrupts and leaves the
-            // group; the container's mappings go with its last group.
+            // group; the container's mappings go with its last group. An
+            // IOAS keeps its mappings until unmapped or dropped with us.
             drop(d);
             log::warn!("{}: device released to the kernel", self.name);
         }
@@ -652,6 +682,29 @@ mod tests {
         assert_eq!(l.max_mappings, 65535);
         assert_eq!(l.page_sizes, 0x1000);
         assert!(l.vaddr_pinned);
+    }
+
+    #[cfg(not(feature = "iommufd"))]
+    #[test]
+    fn cdev_without_the_feature_is_a_typed_refusal() {
+        let e = VfioBackend::open_with("0000:01:00.0", OpenVia::Cdev).unwrap_err();
+        match e {
+            BackendError::Invalid { device, why, .. } => {
+                assert_eq!(device, "0000:01:00.0");
+                assert!(why.contains("`iommufd` cargo feature"), "{why}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        // A bad address is still reported as such first.
+        assert!(matches!(
+            VfioBackend::open_with("nonsense", OpenVia::Cdev),
+            Err(BackendError::Invalid { op, .. }) if op == "open"
+        ));
+    }
+
+    #[test]
+    fn open_via_defaults_to_the_group() {
+        assert_eq!(OpenVia::default(), OpenVia::Group);
     }
 
     #[test]
