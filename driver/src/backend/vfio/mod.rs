@@ -231,12 +231,16 @@ impl VfioBackend {
             op: op.to_string(),
             source,
         };
-        let (device_flags, num_regions, _) =
+        let (device_flags, num_regions, num_irqs) =
             ioctl::device_info(device.as_raw_fd()).map_err(|e| sys("VFIO_DEVICE_GET_INFO", e))?;
         let mut regions = BTreeMap::new();
-        for index in 0..num_regions.min(9) {
+        // The BARs and config space; the ROM and VGA regions are not ours.
+        for index in (0..=5).chain([CONFIG_REGION]) {
+            if index >= num_regions {
+                continue;
+            }
             let size = device.get_region_size(index);
-            if size == 0 || (index > 5 && index != CONFIG_REGION) {
+            if size == 0 {
                 continue;
             }
             let flags = device.get_region_flags(index);
@@ -274,8 +278,12 @@ impl VfioBackend {
             );
         }
         let mut irq_counts = [0u32; 5];
-        for (i, c) in irq_counts.iter_mut().enumerate() {
-            *c = device.get_irq_info(i as u32).map_or(0, |q| q.count);
+        for kind in [IrqKind::Intx, IrqKind::Msi, IrqKind::Msix, IrqKind::Request] {
+            let i = irq_index(kind);
+            // Only indices the device reports: vfio-ioctls warns on others.
+            if i < num_irqs {
+                irq_counts[i as usize] = device.get_irq_info(i).map_or(0, |q| q.count);
+            }
         }
         // After the attach: attaching narrows an IOAS's ranges.
         let info = iommu.info().map_err(|e| sys(iommu.info_op(), e))?;
