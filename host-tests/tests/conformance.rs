@@ -16,32 +16,13 @@ fn adapter(sim: &SimProc) -> Arc<dyn Adapter> {
     Arc::new(FdmaCard::new(backend, Some(sim.socket.clone())).expect("take the card"))
 }
 
-macro_rules! check {
-    ($name:ident) => {
-        #[test]
-        fn $name() {
-            let sim = SimProc::start(&[]);
-            let a = adapter(&sim);
-            let (_, f) = conformance::CHECKS
-                .iter()
-                .find(|(n, _)| *n == stringify!($name))
-                .expect("a check of that name");
-            if let Err(e) = f(&a) {
-                panic!("{}: {e:#}", stringify!($name));
-            }
-        }
-    };
-}
-
-check!(identity);
-check!(iommu_info);
-check!(bar_mmap);
-check!(dma_round_trip);
-check!(irq_signals_fence);
-check!(unmapped_iova_faults);
-check!(map_pins_pages);
-check!(map_rules);
-check!(reset_contract);
+fdma_host_tests::conformance_tests!(
+    setup = {
+        let sim = SimProc::start(&[]);
+        let a = adapter(&sim);
+        (sim, a)
+    }
+);
 
 /// The negative control for D5: on a connection that serves DMA from the
 /// live address instead of pinned pages (what the vfio-user backend falls
@@ -63,17 +44,5 @@ fn map_pins_pages_fails_without_pinning() {
             "failed for another reason: {e:#}"
         ),
         Ok(()) => panic!("map_pins_pages passed on a backend that does not pin"),
-    }
-}
-
-/// Every check has a test here.
-#[test]
-fn every_check_is_run() {
-    let here = include_str!("conformance.rs");
-    for (name, _) in conformance::CHECKS {
-        assert!(
-            here.contains(&format!("check!({name});")),
-            "conformance check {name} has no test"
-        );
     }
 }

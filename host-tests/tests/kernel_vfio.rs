@@ -43,44 +43,10 @@ fn adapter() -> Arc<dyn Adapter> {
     Arc::new(Edu::open(&edu_address()).expect("open edu through kernel VFIO"))
 }
 
-macro_rules! check {
-    ($name:ident) => {
-        #[test]
-        #[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
-        fn $name() {
-            let a = adapter();
-            let (_, f) = conformance::CHECKS
-                .iter()
-                .find(|(n, _)| *n == stringify!($name))
-                .expect("a check of that name");
-            if let Err(e) = f(&a) {
-                panic!("{}: {e:#}", stringify!($name));
-            }
-        }
-    };
-}
-
-check!(identity);
-check!(iommu_info);
-check!(bar_mmap);
-check!(dma_round_trip);
-check!(irq_signals_fence);
-check!(unmapped_iova_faults);
-check!(map_pins_pages);
-check!(map_rules);
-check!(reset_contract);
-
-/// Every conformance check runs here too.
-#[test]
-fn every_check_is_run() {
-    let here = include_str!("kernel_vfio.rs");
-    for (name, _) in conformance::CHECKS {
-        assert!(
-            here.contains(&format!("check!({name});")),
-            "conformance check {name} has no kernel VFIO test"
-        );
-    }
-}
+fdma_host_tests::conformance_tests!(
+    #[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+    setup = ((), adapter())
+);
 
 /// The IOMMU group can be open in one place only: a second open is a
 /// typed "in use", and a device that does not exist is named as such.

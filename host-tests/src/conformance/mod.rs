@@ -404,3 +404,46 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("map_rules", |a| map_rules(&**a)),
     ("reset_contract", |a| reset_contract(&**a)),
 ];
+
+/// Run the check called `name` on `a`, panicking with its error chain.
+pub fn run(name: &str, a: &Arc<dyn Adapter>) {
+    let (_, f) = CHECKS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no conformance check called {name}"));
+    if let Err(e) = f(a) {
+        panic!("{name}: {e:#}");
+    }
+}
+
+/// One `#[test]` per conformance check, each on a fresh adapter from
+/// `setup` (an expression giving `(keep_alive, Arc<dyn Adapter>)`), with
+/// the attributes given (e.g. `#[ignore = "..."]`); and a test that every
+/// check in [`CHECKS`] has one.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($(#[$attr:meta])* setup = $setup:expr) => {
+        $crate::conformance_tests!(@each [$(#[$attr])*] $setup;
+            identity iommu_info bar_mmap dma_round_trip irq_signals_fence
+            unmapped_iova_faults map_pins_pages map_rules reset_contract);
+    };
+    (@one [$($attr:tt)*] $name:ident ($setup:expr)) => {
+        $($attr)*
+        #[test]
+        fn $name() {
+            let (_keep, a) = $setup;
+            $crate::conformance::run(stringify!($name), &a);
+        }
+    };
+    (@each $attrs:tt $setup:expr; $($name:ident)*) => {
+        $( $crate::conformance_tests!(@one $attrs $name ($setup)); )*
+
+        #[test]
+        fn every_check_has_a_test() {
+            let here = [$(stringify!($name)),*];
+            for (name, _) in $crate::conformance::CHECKS {
+                assert!(here.contains(name), "conformance check {name} has no test");
+            }
+        }
+    };
+}

@@ -385,6 +385,40 @@ impl VfioBackend {
         Ok(r.fd_offset + offset)
     }
 
+    /// A 32-bit register access for the signalling path (F10): no
+    /// allocation, no log. `f` gets the device fd, the register's offset in
+    /// it and config space's offset.
+    fn reg_nonalloc<T>(
+        &self,
+        index: u32,
+        offset: u64,
+        f: impl FnOnce(RawFd, u64, u64) -> io::Result<T>,
+    ) -> Result<T, RegFault> {
+        if crate::fork::in_forked_child() {
+            return Err(RegFault::Forked);
+        }
+        let (Some(r), Some(cfg)) = (self.regions.get(&index), self.regions.get(&CONFIG_REGION))
+        else {
+            return Err(RegFault::Other);
+        };
+        if offset + 4 > r.info.size {
+            return Err(RegFault::Other);
+        }
+        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = guard.as_ref() else {
+            return Err(RegFault::Lost);
+        };
+        f(dev.as_raw_fd(), r.fd_offset + offset, cfg.fd_offset).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ENODEV) => {
+                    self.lost.store(true, Ordering::Release);
+                    RegFault::Lost
+                }
+                errno => RegFault::Refused(errno.unwrap_or(libc::EIO)),
+            }
+        })
+    }
+
     /// A posted write: one `pwrite`, no flush.
     fn pwrite(&self, index: u32, offset: u64, data: &[u8]) -> BResult<()> {
         let at = self.region("write", index, offset, data.len(), true)?;
@@ -596,56 +630,18 @@ impl Backend for VfioBackend {
     }
 
     fn read32_nonalloc(&self, index: u32, offset: u64) -> Result<u32, RegFault> {
-        if crate::fork::in_forked_child() {
-            return Err(RegFault::Forked);
-        }
-        let Some(r) = self.regions.get(&index) else {
-            return Err(RegFault::Other);
-        };
-        if offset + 4 > r.info.size {
-            return Err(RegFault::Other);
-        }
-        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
-        let Some(dev) = guard.as_ref() else {
-            return Err(RegFault::Lost);
-        };
-        let mut b = [0u8; 4];
-        match pread_all(dev.as_raw_fd(), &mut b, r.fd_offset + offset) {
-            Ok(()) => Ok(u32::from_le_bytes(b)),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                self.lost.store(true, Ordering::Release);
-                Err(RegFault::Lost)
-            }
-            Err(e) => Err(RegFault::Refused(e.raw_os_error().unwrap_or(libc::EIO))),
-        }
+        self.reg_nonalloc(index, offset, |fd, at, _| {
+            let mut b = [0u8; 4];
+            pread_all(fd, &mut b, at).map(|()| u32::from_le_bytes(b))
+        })
     }
 
     fn write32_nonalloc(&self, index: u32, offset: u64, value: u32) -> Result<(), RegFault> {
-        if crate::fork::in_forked_child() {
-            return Err(RegFault::Forked);
-        }
-        let (Some(r), Some(cfg)) = (self.regions.get(&index), self.regions.get(&CONFIG_REGION))
-        else {
-            return Err(RegFault::Other);
-        };
-        if offset + 4 > r.info.size {
-            return Err(RegFault::Other);
-        }
-        let guard = self.device.read().unwrap_or_else(|e| e.into_inner());
-        let Some(dev) = guard.as_ref() else {
-            return Err(RegFault::Lost);
-        };
-        let fd = dev.as_raw_fd();
-        let mut id = [0u8; 2];
-        pwrite_all(fd, &value.to_le_bytes(), r.fd_offset + offset)
-            .and_then(|()| pread_all(fd, &mut id, cfg.fd_offset))
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENODEV) => {
-                    self.lost.store(true, Ordering::Release);
-                    RegFault::Lost
-                }
-                errno => RegFault::Refused(errno.unwrap_or(libc::EIO)),
-            })
+        self.reg_nonalloc(index, offset, |fd, at, cfg| {
+            // Flushed by a config read, as `region_write` is.
+            let mut id = [0u8; 2];
+            pwrite_all(fd, &value.to_le_bytes(), at).and_then(|()| pread_all(fd, &mut id, cfg))
+        })
     }
 
     fn is_lost(&self) -> bool {
