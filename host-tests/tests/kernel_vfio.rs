@@ -210,3 +210,57 @@ fn device_open_refuses_a_foreign_card() {
     // The failed open released the device: it opens again.
     Edu::open(&addr).expect("reopen after the refused open");
 }
+
+/// Legacy INTx through VFIO: the kernel masks the line when it fires and
+/// the driver unmasks it once the device is served; without the unmask a
+/// second interrupt never arrives, with it it does.
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+fn intx_with_unmask() {
+    use fdma::backend::vfio::VfioBackend;
+    let addr = edu_address();
+    let vfio = Arc::new(VfioBackend::open(&addr).expect("open edu"));
+    let backend: Arc<dyn Backend> = vfio.clone();
+    let edu = Edu::new(backend.clone()).expect("take edu");
+    assert_eq!(backend.irq_count(IrqKind::Intx), 1, "edu has an INTx pin");
+    let efd = nix::sys::eventfd::EventFd::from_flags(
+        nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+    )
+    .unwrap();
+    backend
+        .set_irq_eventfds(IrqKind::Intx, 0, &[efd.as_fd()])
+        .expect("route INTx");
+    let fired = |within: Duration| {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < within {
+            if efd.read().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    edu.raise_irq().unwrap();
+    assert!(
+        fired(conformance::DEVICE_TIMEOUT),
+        "first INTx never arrived"
+    );
+    assert!(
+        edu.claim_irq(),
+        "edu did not report the interrupt it raised"
+    );
+    // Masked by the kernel until unmasked: a second one stays pending.
+    edu.raise_irq().unwrap();
+    assert!(
+        !fired(Duration::from_millis(500)),
+        "INTx fired while masked"
+    );
+    vfio.unmask_intx().expect("unmask");
+    assert!(
+        fired(conformance::DEVICE_TIMEOUT),
+        "INTx did not fire after the unmask"
+    );
+    assert!(edu.claim_irq());
+    vfio.unmask_intx().unwrap();
+    backend.disable_irqs(IrqKind::Intx).unwrap();
+}
