@@ -44,6 +44,8 @@ pub struct OpenOptions {
     pub watchdog: WatchdogConfig,
     /// vfio-user transport settings (simulator).
     pub vfio_user: VfioUserOptions,
+    /// Limits of the registration cache (C6).
+    pub cache: crate::cache::CacheOptions,
     /// How a PCI address is opened through kernel VFIO: its IOMMU group in
     /// a type1 container (the default) or its cdev in an iommufd IOAS
     /// (cargo feature `iommufd`).
@@ -58,6 +60,7 @@ impl Default for OpenOptions {
             watchdog: WatchdogConfig::default(),
             vfio_user: VfioUserOptions::default(),
             kernel_vfio: OpenVia::default(),
+            cache: crate::cache::CacheOptions::default(),
         }
     }
 }
@@ -129,6 +132,8 @@ pub(crate) struct Shared {
     pub err_irq: Option<nix::sys::eventfd::EventFd>,
     /// The device-request interrupt, where the transport has one.
     pub req_irq: Option<nix::sys::eventfd::EventFd>,
+    /// The registration cache (full opens only).
+    pub cache: Option<crate::cache::RegCache>,
     pub watchdog: WatchdogConfig,
     pub reclaim: Arc<ReclaimSignal>,
     pub card: CardMemory,
@@ -264,6 +269,7 @@ impl Device {
             channels: Vec::new(),
             err_irq: None,
             req_irq: None,
+            cache: None,
             watchdog: opts.watchdog,
             reclaim,
             card,
@@ -304,6 +310,11 @@ impl Device {
                 shared.reclaim.clone(),
             )?));
         }
+        let cache = crate::cache::RegCache::new(space.clone(), &opts.cache)?;
+        for c in &channels {
+            let _ = c.cache.set(cache.clone());
+        }
+        shared.cache = Some(cache);
         let err_irq = crate::reactor::eventfd()?;
         route_irqs(backend.as_ref(), &channels, Some(&err_irq))?;
         if backend.irq_count(IrqKind::Request) > 0 {
@@ -400,6 +411,18 @@ impl Device {
             .space
             .as_ref()
             .expect("full open has a DMA space"))
+    }
+
+    /// The registration cache: process memory pinned and mapped for the
+    /// device, reused across jobs ([`crate::cache`]).
+    pub fn cache(&self) -> Result<&crate::cache::RegCache> {
+        self.shared.check_usable()?;
+        self.full("the registration cache")?;
+        Ok(self
+            .shared
+            .cache
+            .as_ref()
+            .expect("full open has a registration cache"))
     }
 
     /// Allocate a DMA buffer of `len` bytes, zeroed, device read-write.
@@ -582,6 +605,10 @@ impl Device {
         for c in &sh.channels {
             let stopped = !sh.is_lost() && c.stop_in_device().is_ok();
             c.cancel_all(stopped || sh.is_lost());
+        }
+        // C11: every job has signalled; unmap and unpin every registration.
+        if let Some(cache) = &sh.cache {
+            cache.close();
         }
         if !sh.inspect && !sh.is_lost() {
             let _ = sh.regs.write(regs::GCTRL.offset, 0);

@@ -288,6 +288,26 @@ pub enum Error {
         /// Bytes asked for.
         requested: u64,
     },
+    /// The registration cache cannot take a registration without going
+    /// over a limit (C6), even after evicting what it could.
+    #[error("registration refused: {requested} {what} requested, the limit is {limit}")]
+    CacheLimit {
+        /// Which limit.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What the registration would have needed.
+        requested: u64,
+    },
+    /// An explicit registration used by a job was deregistered or
+    /// invalidated (C2, R4).
+    #[error("registration {addr:#x}+{len:#x} is no longer valid (deregistered or invalidated)")]
+    StaleRegistration {
+        /// Start of the registered range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+    },
     /// The handle is used in a forked child (C10).
     #[error("fdma handle used in a forked child process")]
     Forked,

@@ -85,6 +85,7 @@
 // timelines, reservations) and what they need are built; the device
 // machinery above them uses std's types directly.
 pub mod backend;
+pub mod cache;
 #[cfg(not(loom))]
 mod cardmem;
 #[cfg(not(loom))]

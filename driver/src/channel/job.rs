@@ -1,6 +1,7 @@
 //! Jobs: scatter-gather lists of copies, in any direction, lowered to
 //! descriptors.
 
+use crate::cache::{Entry, RegCache, Registration};
 use crate::error::{Error, Result};
 use crate::mem::{DmaBuffer, DmaSpace};
 use fdma_hw::desc::Direction;
@@ -22,6 +23,55 @@ pub enum Endpoint {
     Iova(u64),
     /// An offset in card memory.
     Card(u64),
+    /// Process memory, looked up in the device's registration cache and
+    /// registered there on a miss (see [`crate::cache`]).
+    User(UserRange),
+    /// An explicit registration ([`RegCache::register`]) at a byte offset.
+    Reg {
+        /// The registration; a stale one fails the submit.
+        reg: Registration,
+        /// Byte offset from the registration's start.
+        offset: u64,
+    },
+}
+
+/// Process memory a job reads or writes through the registration cache.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRange {
+    addr: u64,
+    /// Bytes the caller vouched for.
+    len: u64,
+    /// The device may write it.
+    writable: bool,
+}
+
+impl UserRange {
+    /// Memory the device only reads. A job using it as a destination is
+    /// refused.
+    pub fn readable(data: &[u8]) -> UserRange {
+        UserRange {
+            addr: data.as_ptr() as u64,
+            len: data.len() as u64,
+            writable: false,
+        }
+    }
+
+    /// Memory the device may write.
+    ///
+    /// # Safety
+    ///
+    /// `len` bytes at `ptr` must stay allocated, and no Rust reference to
+    /// them may be live, until the fence of every job using this range has
+    /// signalled: the device writes them behind the compiler's back.
+    /// Freeing or re-backing the memory without [`RegCache::invalidate`]
+    /// leaves the device writing the old pages (D5).
+    pub unsafe fn writable(ptr: *mut u8, len: usize) -> UserRange {
+        UserRange {
+            addr: ptr as u64,
+            len: len as u64,
+            writable: true,
+        }
+    }
 }
 
 /// One copy of a job.
@@ -65,6 +115,8 @@ pub(crate) struct Lowered {
     /// Buffers the device reads (Read usage) and writes (Write usage).
     pub reads: Vec<DmaBuffer>,
     pub writes: Vec<DmaBuffer>,
+    /// Registrations, each with whether the device writes it.
+    pub regs: Vec<(Arc<Entry>, bool)>,
     pub bytes: u64,
 }
 
@@ -126,6 +178,30 @@ impl Job {
         )
     }
 
+    /// Process memory to card memory, through the registration cache.
+    pub fn h2c_user(&mut self, src: &[u8], card: u64) -> &mut Job {
+        let len = src.len() as u64;
+        self.push(
+            Endpoint::User(UserRange::readable(src)),
+            Endpoint::Card(card),
+            len,
+        )
+    }
+
+    /// Card memory to process memory, through the registration cache.
+    ///
+    /// # Safety
+    ///
+    /// As [`UserRange::writable`].
+    pub unsafe fn c2h_user(&mut self, card: u64, dst: *mut u8, len: usize) -> &mut Job {
+        self.push(
+            Endpoint::Card(card),
+            // SAFETY: the caller's contract is this function's.
+            Endpoint::User(unsafe { UserRange::writable(dst, len) }),
+            len as u64,
+        )
+    }
+
     /// Number of copies.
     pub fn segments(&self) -> usize {
         self.segs.len()
@@ -139,7 +215,12 @@ impl Job {
     /// Check every copy against the engine and the buffers, split copies
     /// longer than the descriptor limit, and collect the buffers. Nothing
     /// is touched when this fails.
-    pub(crate) fn lower(&self, cfg: &EngineConfig, space: &Arc<DmaSpace>) -> Result<Lowered> {
+    pub(crate) fn lower(
+        &self,
+        cfg: &EngineConfig,
+        space: &Arc<DmaSpace>,
+        cache: Option<&RegCache>,
+    ) -> Result<Lowered> {
         if self.segs.is_empty() {
             return Err(Error::Invalid("empty job".into()));
         }
@@ -180,6 +261,66 @@ impl Job {
                         Some(*a)
                     }
                     Endpoint::Card(_) => None,
+                    Endpoint::User(u) => {
+                        if s.len > u.len {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: {} bytes from a range of {}",
+                                s.len, u.len
+                            )));
+                        }
+                        if write && !u.writable {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: the destination was given as read-only memory"
+                            )));
+                        }
+                        let cache = cache.ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "segment {i}: process memory needs a device's registration cache"
+                            ))
+                        })?;
+                        let prot = if write {
+                            crate::backend::DmaProt::WRITE
+                        } else {
+                            crate::backend::DmaProt::READ
+                        };
+                        let e = cache.acquire(u.addr, s.len, prot)?;
+                        let iova = e.iova_of(u.addr);
+                        out.regs.push((e, write));
+                        Some(iova)
+                    }
+                    Endpoint::Reg { reg, offset } => {
+                        let e = &reg.entry;
+                        if !cache.is_some_and(|c| Arc::ptr_eq(c.space(), space)) {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: the registration belongs to another device"
+                            )));
+                        }
+                        if !offset.checked_add(s.len).is_some_and(|end| end <= e.len) {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: {} bytes at offset {offset} outside a registration of {} bytes",
+                                s.len, e.len
+                            )));
+                        }
+                        let want = if write {
+                            crate::backend::DmaProt::WRITE
+                        } else {
+                            crate::backend::DmaProt::READ
+                        };
+                        if !e.grants(want) {
+                            return Err(Error::Invalid(format!(
+                                "segment {i}: the registration was made without {} access",
+                                if write { "device write" } else { "device read" }
+                            )));
+                        }
+                        if !e.is_valid() {
+                            return Err(Error::StaleRegistration {
+                                addr: e.start,
+                                len: e.len,
+                            });
+                        }
+                        out.regs.push((e.clone(), write));
+                        Some(e.iova + offset)
+                    }
                 })
             };
             let card_ok = |a: u64| -> Result<u64> {

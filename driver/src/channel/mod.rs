@@ -180,8 +180,16 @@ struct Inflight {
     end: u32,
     sig: Signaller,
     bytes: u64,
-    /// Buffers kept alive until the fence has signalled.
-    _keep: (Vec<DmaBuffer>, Vec<DmaBuffer>),
+    /// Buffers and registrations kept alive until the fence has signalled.
+    _keep: (
+        Vec<DmaBuffer>,
+        Vec<DmaBuffer>,
+        Vec<Arc<crate::cache::Entry>>,
+    ),
+}
+
+fn entries_keep(low: &job::Lowered) -> Vec<Arc<crate::cache::Entry>> {
+    low.regs.iter().map(|(e, _)| e.clone()).collect()
 }
 
 struct State {
@@ -240,6 +248,8 @@ pub(crate) struct ChannelCore {
     pub stats: ChannelStats,
     watchdog: WatchdogConfig,
     reclaim: Arc<crate::reactor::ReclaimSignal>,
+    /// The device's registration cache, for jobs on process memory.
+    pub cache: std::sync::OnceLock<crate::cache::RegCache>,
 }
 
 impl std::fmt::Debug for ChannelCore {
@@ -319,6 +329,7 @@ impl ChannelCore {
             stats: ChannelStats::default(),
             watchdog,
             reclaim,
+            cache: std::sync::OnceLock::new(),
         };
         core.program()?;
         Ok(core)
@@ -416,12 +427,24 @@ impl ChannelCore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Submit a job (see [`Channel::submit_with`]).
+    /// Submit a job (see [`Channel::submit_with`]). A job using process
+    /// memory whose registration was invalidated between lookup and commit
+    /// (R4) is looked up again, a few times at most.
     pub fn submit(&self, job: &Job, opts: SubmitOptions) -> Result<Fence> {
+        let mut attempts = 0;
+        loop {
+            match self.submit_once(job, opts) {
+                Err(Error::StaleRegistration { .. }) if attempts < 3 => attempts += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn submit_once(&self, job: &Job, opts: SubmitOptions) -> Result<Fence> {
         if crate::fork::in_forked_child() {
             return Err(Error::Forked);
         }
-        let low = job.lower(&self.cfg, &self.dma)?;
+        let low = job.lower(&self.cfg, &self.dma, self.cache.get())?;
         let n = low.descs.len() as u32;
         if n > self.mem.size {
             return Err(Error::Invalid(format!(
@@ -441,6 +464,7 @@ impl ChannelCore {
             .iter()
             .chain(&low.writes)
             .map(|b| b.resv())
+            .chain(low.regs.iter().map(|(e, _)| &e.resv))
             .collect();
         let _submit_guards = crate::resv::lock_for_submit(&resvs);
         if opts.implicit_sync {
@@ -450,10 +474,19 @@ impl ChannelCore {
             for b in &low.writes {
                 b.resv().wait(Purpose::DeviceWrite, None)?;
             }
+            for (e, write) in &low.regs {
+                let p = if *write {
+                    Purpose::DeviceWrite
+                } else {
+                    Purpose::DeviceRead
+                };
+                e.resv.wait(p, None)?;
+            }
         }
         // R3: reserve fence slots before the point of no return.
         let mut read_slots: Vec<_> = low.reads.iter().map(|b| b.resv().reserve(1)).collect();
         let mut write_slots: Vec<_> = low.writes.iter().map(|b| b.resv().reserve(1)).collect();
+        let mut reg_slots: Vec<_> = low.regs.iter().map(|(e, _)| e.resv.reserve(1)).collect();
 
         let mut reclaimed = Vec::new();
         let mut st = self.lock();
@@ -490,6 +523,22 @@ impl ChannelCore {
             }
         }
 
+        // R4: the registrations are still valid, and this job's fence is
+        // on them, as one step against the cache's invalidations.
+        let entries: Vec<_> = low.regs.iter().map(|(e, _)| e).collect();
+        let commit = match self.cache.get() {
+            Some(c) if !entries.is_empty() => match c.commit(&entries) {
+                Some(g) => Some(g),
+                None => {
+                    let (e, _) = &low.regs[0];
+                    return Err(Error::StaleRegistration {
+                        addr: e.start,
+                        len: e.len,
+                    });
+                }
+            },
+            _ => None,
+        };
         let (fence, sig) = self.timeline.create();
         let irq = self.mode.load(Ordering::Relaxed) == 0;
         let tag = fence.seqno() as u32;
@@ -505,15 +554,20 @@ impl ChannelCore {
         for s in &mut write_slots {
             s.add(&fence, Usage::Write);
         }
+        for (s, (_, write)) in reg_slots.iter_mut().zip(&low.regs) {
+            s.add(&fence, if *write { Usage::Write } else { Usage::Read });
+        }
+        drop(commit);
         drop(read_slots);
         drop(write_slots);
+        drop(reg_slots);
         st.tail = st.tail.wrapping_add(n);
         let end = st.tail;
         st.inflight.push_back(Inflight {
             end,
             sig,
             bytes: low.bytes,
-            _keep: (low.reads.clone(), low.writes.clone()),
+            _keep: (low.reads.clone(), low.writes.clone(), entries_keep(&low)),
         });
         if st.inflight.len() == 1 {
             st.progress = None;

@@ -1,0 +1,542 @@
+//! The registration cache: process memory pinned and mapped for the device
+//! once, reused by later jobs, and retired safely.
+//!
+//! Pinning and IOMMU-mapping memory costs tens of microseconds per MiB, so
+//! a job built from the application's own memory ([`crate::Job::h2c_user`]
+//! and friends) looks its ranges up here and registers them on a miss; the
+//! explicit API ([`RegCache::register`], like `ibv_reg_mr`) does the same
+//! for a range the caller names. The design follows the registration
+//! caches of libfabric and UCX and the rules below, which the tests cite.
+//!
+//! # Contracts
+//!
+//! * **C1 Hit correctness.** A lookup hits only an entry that covers the
+//!   whole (page-rounded) request, grants the access asked for, is valid,
+//!   and is not stale (no published invalidation newer than it overlaps
+//!   it).
+//! * **C3 Invalidation waits for the device.** [`RegCache::invalidate`]
+//!   publishes the range first (from then on no commit against an entry
+//!   overlapping it succeeds, R4), then the cache's worker thread retires
+//!   the overlapping entries, waits for their fences (bounded by F3),
+//!   unmaps and unpins them; `invalidate` returns when that is done. Call
+//!   it before re-backing memory (munmap, `MAP_FIXED`, `MADV_DONTNEED`);
+//!   without it the device keeps reaching the old pages (D5).
+//! * **C4 IOVA quarantine.** A retired entry's IOVA range is freed only
+//!   after its fences have signalled and the unmap is done.
+//! * **C5 Eviction never blocks on the device.** LRU, count and size
+//!   pressure retire entries onto the worker's queue with their fences:
+//!   lookups miss at once, jobs in flight keep a valid mapping, and the
+//!   unmap happens when their fences signal.
+//! * **C6 Limits.** At most [`CacheOptions::max_entries`] entries (lowered
+//!   to what the backend allows, less [`CacheOptions::reserved_mappings`]),
+//!   mappings no larger than the backend's limit, at most
+//!   [`CacheOptions::max_pinned_bytes`] pinned, and within RLIMIT_MEMLOCK
+//!   unless the process has CAP_IPC_LOCK. Pinned bytes count retired
+//!   entries until they are unmapped. On a failed map: evict and retry
+//!   once, then a clear error; nothing is ever registered outside the
+//!   accounting.
+//! * **C7 Overlap.** One entry is one IOMMU mapping. A request that
+//!   overlaps entries without being covered by one retires them (through
+//!   C5: the submit never waits) and registers exactly its own range.
+//!   Registrations are whole pages, so two buffers that share a page (small
+//!   heap allocations side by side) retire each other in turn: correct, but
+//!   every use misses. Give DMA buffers pages of their own.
+//! * **C8** Registration (pin and map, a system call) runs outside the
+//!   cache lock and is inserted afterwards, re-checking under the lock.
+//! * **C11 Teardown.** [`RegCache::close`] (run by `Device::close`) retires
+//!   everything, waits for the worker to unmap it, and reports any counter
+//!   not back to zero.
+//! * **C12 Observability.** [`RegCache::stats`].
+//! * **R4 Commit is atomic with validation.** A submit looks its entries
+//!   up, then, holding the cache's read lock, checks that every entry is
+//!   still valid and not stale and adds the job's fence to each entry's
+//!   reservation. The worker marks entries invalid under the write lock
+//!   and only then collects their fences: either the submit sees the
+//!   invalidation (and looks up again) or the invalidation sees the job's
+//!   fence (and waits for it). The MMU-notifier shim's publications join
+//!   the same check.
+//!
+//! User memory is never `MADV_DONTFORK`ed (C10): the kernel copies pinned
+//! anonymous pages for a child.
+
+mod entry;
+mod stats;
+mod worker;
+
+pub(crate) use entry::Entry;
+pub use stats::{CacheOptions, CacheSnapshot, CacheStats};
+
+use crate::backend::{DmaProt, DmaSource};
+use crate::error::{BackendError, Error, Result};
+use crate::mem::DmaSpace;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use worker::{Work, Worker};
+
+const PAGE: u64 = 4096;
+
+/// The index: entries by start address, never overlapping.
+#[derive(Default)]
+struct Index {
+    by_start: BTreeMap<u64, Arc<Entry>>,
+}
+
+impl Index {
+    /// The entry containing `[start, end)`, if one does.
+    fn covering(&self, start: u64, end: u64) -> Option<&Arc<Entry>> {
+        self.by_start
+            .range(..=start)
+            .next_back()
+            .map(|(_, e)| e)
+            .filter(|e| e.covers(start, end))
+    }
+
+    /// Entries overlapping `[start, end)`.
+    fn overlapping(&self, start: u64, end: u64) -> Vec<Arc<Entry>> {
+        let mut v: Vec<_> = self
+            .by_start
+            .range(..end)
+            .rev()
+            // Sorted and disjoint: once one ends at or before `start`, so
+            // do all before it.
+            .take_while(|(_, e)| e.start + e.len > start)
+            .map(|(_, e)| e.clone())
+            .collect();
+        v.reverse();
+        v
+    }
+}
+
+/// A range published for invalidation and not yet processed (R4).
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    range: Range<u64>,
+    /// Entries older than this are stale by it.
+    gen: u64,
+}
+
+/// Shared state of one cache.
+pub(crate) struct CacheInner {
+    space: Arc<DmaSpace>,
+    index: RwLock<Index>,
+    published: Mutex<Vec<Published>>,
+    /// Number of entries in `published`, read without the lock on the hit
+    /// path.
+    published_len: AtomicU64,
+    next_gen: AtomicU64,
+    max_entries: u64,
+    max_mapping: u64,
+    max_pinned: u64,
+    stats: CacheStats,
+    worker: Worker,
+}
+
+/// The registration cache of one device. Cheap to clone.
+#[derive(Clone)]
+pub struct RegCache {
+    inner: Arc<CacheInner>,
+}
+
+/// An explicit registration ([`RegCache::register`]). The mapping stays
+/// until [`RegCache::deregister`], an invalidation of its range, or the
+/// cache's close; after the first two the handle is stale and jobs using
+/// it fail with [`Error::StaleRegistration`].
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub(crate) entry: Arc<Entry>,
+}
+
+impl Registration {
+    /// Start address of the registered range (page-aligned).
+    pub fn addr(&self) -> u64 {
+        self.entry.start
+    }
+
+    /// Length in bytes (whole pages).
+    pub fn len(&self) -> u64 {
+        self.entry.len
+    }
+
+    /// Never true: registrations are at least a page.
+    pub fn is_empty(&self) -> bool {
+        self.entry.len == 0
+    }
+
+    /// The IOVA the device uses for the start of the range.
+    pub fn iova(&self) -> u64 {
+        self.entry.iova
+    }
+
+    /// Whether jobs may still use it.
+    pub fn is_valid(&self) -> bool {
+        self.entry.is_valid()
+    }
+}
+
+fn page_range(addr: u64, len: u64) -> Result<Range<u64>> {
+    let end = addr
+        .checked_add(len)
+        .and_then(|e| e.checked_next_multiple_of(PAGE))
+        .ok_or_else(|| Error::Invalid(format!("range {addr:#x}+{len:#x} wraps")))?;
+    if len == 0 || addr == 0 {
+        return Err(Error::Invalid(format!(
+            "cannot register {len} bytes at {addr:#x}"
+        )));
+    }
+    Ok(addr & !(PAGE - 1)..end)
+}
+
+impl RegCache {
+    /// A cache mapping into `space`, within `opts` and the backend's limits.
+    pub fn new(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
+        let limits = space.backend().dma_limits();
+        let backend_entries = limits
+            .max_mappings
+            .saturating_sub(opts.reserved_mappings)
+            .max(1);
+        let inner = Arc::new(CacheInner {
+            max_entries: u64::from(opts.max_entries.min(backend_entries)),
+            max_mapping: limits.max_mapping_size,
+            max_pinned: opts.max_pinned_bytes,
+            space,
+            index: RwLock::new(Index::default()),
+            published: Mutex::new(Vec::new()),
+            published_len: AtomicU64::new(0),
+            next_gen: AtomicU64::new(1),
+            stats: CacheStats::default(),
+            worker: Worker::default(),
+        });
+        #[cfg(not(loom))]
+        Worker::start(&inner)?;
+        Ok(RegCache { inner })
+    }
+
+    /// The counters (C12).
+    pub fn stats(&self) -> CacheSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Register `len` bytes at `addr` explicitly (an `ibv_reg_mr`): the
+    /// pages are pinned and mapped now, and LRU pressure never evicts the
+    /// registration.
+    ///
+    /// # Safety
+    ///
+    /// If `prot.write`, the device may write the range whenever a job says
+    /// so: no Rust reference to it may be live while such a job runs.
+    pub unsafe fn register(
+        &self,
+        addr: *const u8,
+        len: usize,
+        prot: DmaProt,
+    ) -> Result<Registration> {
+        let r = page_range(addr as u64, len as u64)?;
+        let entry = self.inner.register(r, prot, true)?;
+        Ok(Registration { entry })
+    }
+
+    /// Retire an explicit registration: lookups stop finding it at once,
+    /// its mapping goes when the jobs using it are done (C5).
+    pub fn deregister(&self, reg: Registration) {
+        let mut index = self.inner.write_index();
+        if index
+            .by_start
+            .get(&reg.entry.start)
+            .is_some_and(|e| Arc::ptr_eq(e, &reg.entry))
+        {
+            index.by_start.remove(&reg.entry.start);
+        }
+        drop(index);
+        self.inner.retire(&reg.entry, &self.inner.stats.evictions);
+    }
+
+    /// Invalidate `len` bytes at `addr` (C3): after this returns, no
+    /// registration overlapping the range exists, the jobs that used one
+    /// have signalled, and its pages are unmapped and unpinned. Call it
+    /// before the memory is unmapped or re-backed. Blocks for the fences
+    /// (bounded by F3); must not be called from a fence callback.
+    pub fn invalidate(&self, addr: *const u8, len: usize) -> Result<()> {
+        let r = page_range(addr as u64, len as u64)?;
+        crate::sync::assert_may_block("RegCache::invalidate");
+        self.inner
+            .stats
+            .invalidations_api
+            .fetch_add(1, Ordering::Relaxed);
+        let done = self.inner.publish(r);
+        done.wait();
+        Ok(())
+    }
+
+    /// Retire everything, wait until it is all unmapped, and stop the
+    /// worker (C11). Jobs must be finished (the device closes its channels
+    /// first). Logs any counter that does not return to zero.
+    pub fn close(&self) {
+        let all: Vec<_> = std::mem::take(&mut self.inner.write_index().by_start)
+            .into_values()
+            .collect();
+        for e in &all {
+            self.inner.retire(e, &self.inner.stats.evictions);
+        }
+        self.inner.worker.stop();
+        let s = self.stats();
+        if s.entries != 0 || s.pinned_bytes != 0 || s.retired_pending != 0 {
+            log::error!(
+                "{}: registration cache closed with {} entries, {} retired entries and {} bytes still pinned",
+                self.inner.space.backend().name(),
+                s.entries,
+                s.retired_pending,
+                s.pinned_bytes
+            );
+        }
+    }
+
+    /// Look up `[addr, addr + len)` with rights `prot`, registering on a
+    /// miss (C1, C7).
+    pub(crate) fn acquire(&self, addr: u64, len: u64, prot: DmaProt) -> Result<Arc<Entry>> {
+        let r = page_range(addr, len)?;
+        self.inner.acquire(r, prot)
+    }
+
+    /// R4: hold the cache's read lock while checking `entries` and adding
+    /// the job's fences. `None` when one is no longer valid: look up again.
+    pub(crate) fn commit<'a>(&'a self, entries: &[&Arc<Entry>]) -> Option<CommitGuard<'a>> {
+        let index = self.inner.index.read().unwrap_or_else(|e| e.into_inner());
+        if entries
+            .iter()
+            .all(|e| e.is_valid() && !self.inner.is_stale(e))
+        {
+            Some(CommitGuard { _index: index })
+        } else {
+            None
+        }
+    }
+
+    /// The DMA space registrations are mapped in.
+    pub(crate) fn space(&self) -> &Arc<DmaSpace> {
+        &self.inner.space
+    }
+}
+
+/// Held from the validity check to the last fence added (R4).
+pub(crate) struct CommitGuard<'a> {
+    _index: RwLockReadGuard<'a, Index>,
+}
+
+impl std::fmt::Debug for RegCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegCache")
+            .field("max_entries", &self.inner.max_entries)
+            .field("max_pinned", &self.inner.max_pinned)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl CacheInner {
+    fn write_index(&self) -> crate::sync::RwLockWriteGuard<'_, Index> {
+        crate::sync::assert_may_block("registration cache lock");
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a published, unprocessed invalidation newer than `e`
+    /// overlaps it.
+    fn is_stale(&self, e: &Entry) -> bool {
+        if self.published_len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let p = self.published.lock().unwrap_or_else(|x| x.into_inner());
+        p.iter()
+            .any(|p| p.gen > e.gen && e.overlaps(p.range.start, p.range.end))
+    }
+
+    fn acquire(&self, r: Range<u64>, prot: DmaProt) -> Result<Arc<Entry>> {
+        {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = index.covering(r.start, r.end) {
+                if e.grants(prot) && e.is_valid() && !self.is_stale(e) {
+                    e.touch(self.next_gen.load(Ordering::Relaxed));
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(e.clone());
+                }
+            }
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        // A permission miss on the same range keeps the rights it had, so
+        // that alternating readers and writers do not ping-pong.
+        let prot = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            match index.by_start.get(&r.start) {
+                Some(e) if e.len == r.end - r.start && e.is_valid() => DmaProt {
+                    read: prot.read || e.prot.read,
+                    write: prot.write || e.prot.write,
+                },
+                _ => prot,
+            }
+        };
+        self.register(r, prot, false)
+    }
+
+    /// Pin and map `r`, then insert it, retiring what it overlaps (C7, C8).
+    fn register(&self, r: Range<u64>, prot: DmaProt, explicit: bool) -> Result<Arc<Entry>> {
+        let len = r.end - r.start;
+        if len > self.max_mapping {
+            self.stats.limit_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::CacheLimit {
+                what: "mapping size",
+                limit: self.max_mapping,
+                requested: len,
+            });
+        }
+        let t0 = std::time::Instant::now();
+        let mut retried = false;
+        let (iova, gen) = loop {
+            self.make_room(len)?;
+            let iova = self.space.alloc_iova(len, 0)?;
+            // Pinned before the map, so that concurrent registrations see
+            // it (C6: never outside the accounting).
+            self.stats.pinned_bytes.fetch_add(len, Ordering::Relaxed);
+            let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
+            let mapped = self.space.backend().dma_map(
+                iova,
+                len,
+                DmaSource::Vaddr(r.start as *const u8),
+                prot,
+            );
+            match mapped {
+                Ok(()) => break (iova, gen),
+                Err(e) => {
+                    self.stats.pinned_bytes.fetch_sub(len, Ordering::Relaxed);
+                    self.space.free_iova(iova, len);
+                    let pressure = matches!(
+                        e,
+                        BackendError::Memlock { .. }
+                            | BackendError::Refused {
+                                errno: libc::ENOSPC | libc::ENOMEM,
+                                ..
+                            }
+                    );
+                    if pressure && !retried && self.evict_one() {
+                        retried = true;
+                        self.worker.flush();
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        let entry = Arc::new(Entry::new(r.start, len, iova, prot, gen, explicit));
+        let mut index = self.write_index();
+        let old = index.overlapping(r.start, r.end);
+        for o in &old {
+            index.by_start.remove(&o.start);
+        }
+        index.by_start.insert(r.start, entry.clone());
+        drop(index);
+        for o in &old {
+            self.retire(o, &self.stats.overlaps_retired);
+        }
+        self.stats.entries.fetch_add(1, Ordering::Relaxed);
+        self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .register_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    /// The pinned-byte limit now: ours, and RLIMIT_MEMLOCK unless the
+    /// process has CAP_IPC_LOCK (less what the driver's own buffers pin).
+    fn pinned_limit(&self) -> u64 {
+        match stats::memlock_budget() {
+            Some(m) => self
+                .max_pinned
+                .min(m.saturating_sub(self.space.mapped_bytes())),
+            None => self.max_pinned,
+        }
+    }
+
+    /// Retire LRU entries until one more of `len` bytes fits (C5, C6).
+    fn make_room(&self, len: u64) -> Result<()> {
+        loop {
+            let s = self.stats.snapshot();
+            let limit = self.pinned_limit();
+            let count_ok = s.entries < self.max_entries;
+            let bytes_ok = s.pinned_bytes + len <= limit;
+            if count_ok && bytes_ok {
+                return Ok(());
+            }
+            if self.evict_one() {
+                continue;
+            }
+            // Nothing left to evict: what is pinned belongs to explicit
+            // registrations or to retired entries whose jobs still run.
+            self.stats.limit_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(if count_ok {
+                Error::CacheLimit {
+                    what:
+                        "pinned bytes (the cache's limit, or RLIMIT_MEMLOCK without CAP_IPC_LOCK)",
+                    limit,
+                    requested: s.pinned_bytes + len,
+                }
+            } else {
+                Error::CacheLimit {
+                    what: "registrations",
+                    limit: self.max_entries,
+                    requested: s.entries + 1,
+                }
+            });
+        }
+    }
+
+    /// Retire the least recently used evictable entry; false when none.
+    fn evict_one(&self) -> bool {
+        let mut index = self.write_index();
+        let victim = index
+            .by_start
+            .values()
+            .filter(|e| !e.explicit)
+            .min_by_key(|e| e.last_used())
+            .cloned();
+        let Some(v) = victim else {
+            return false;
+        };
+        index.by_start.remove(&v.start);
+        drop(index);
+        self.retire(&v, &self.stats.evictions);
+        true
+    }
+
+    /// Take `e` out of service and hand it to the worker, which unmaps it
+    /// once its fences have signalled (C4, C5). `e` must already be out of
+    /// the index. `why` is the counter to charge.
+    fn retire(&self, e: &Arc<Entry>, why: &AtomicU64) {
+        if !e.retire() {
+            return;
+        }
+        why.fetch_add(1, Ordering::Relaxed);
+        self.stats.entries.fetch_sub(1, Ordering::Relaxed);
+        self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
+        self.stats.retired_bytes.fetch_add(e.len, Ordering::Relaxed);
+        self.worker.push(Work::Unmap(e.clone()));
+    }
+
+    /// Publish `r` for invalidation (R4) and queue its processing.
+    fn publish(&self, r: Range<u64>) -> Arc<worker::Done> {
+        let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut p = self.published.lock().unwrap_or_else(|x| x.into_inner());
+            p.push(Published {
+                range: r.clone(),
+                gen,
+            });
+            self.published_len.store(p.len() as u64, Ordering::Release);
+        }
+        let done = Arc::new(worker::Done::default());
+        self.worker.push(Work::Invalidate {
+            range: r,
+            gen,
+            done: done.clone(),
+        });
+        done
+    }
+}

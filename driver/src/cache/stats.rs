@@ -1,0 +1,117 @@
+//! The cache's counters (C12) and the limits it works within (C6).
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Counters of one registration cache (C12). Read them with
+/// [`CacheStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) registrations: AtomicU64,
+    pub(crate) register_ns: AtomicU64,
+    pub(crate) invalidations_api: AtomicU64,
+    pub(crate) invalidations_shim: AtomicU64,
+    pub(crate) invalidated_entries: AtomicU64,
+    pub(crate) invalidate_wait_ns: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) overlaps_retired: AtomicU64,
+    pub(crate) retired_bytes: AtomicU64,
+    pub(crate) entries: AtomicU64,
+    pub(crate) retired_pending: AtomicU64,
+    pub(crate) pinned_bytes: AtomicU64,
+    pub(crate) limit_errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheSnapshot {
+    /// Lookups served by an existing registration.
+    pub hits: u64,
+    /// Lookups that had to register.
+    pub misses: u64,
+    /// Registrations made (pin + IOMMU map).
+    pub registrations: u64,
+    /// Time spent registering, in nanoseconds (pin and map calls).
+    pub register_ns: u64,
+    /// Invalidations through [`super::RegCache::invalidate`].
+    pub invalidations_api: u64,
+    /// Invalidations published by the MMU-notifier shim.
+    pub invalidations_shim: u64,
+    /// Entries retired by invalidations.
+    pub invalidated_entries: u64,
+    /// Time invalidations spent waiting for fences and unmapping, in
+    /// nanoseconds.
+    pub invalidate_wait_ns: u64,
+    /// Entries retired by LRU, entry-count or pinned-byte pressure (C5).
+    pub evictions: u64,
+    /// Entries retired because a new request overlapped them (C7).
+    pub overlaps_retired: u64,
+    /// Bytes of every retired entry so far.
+    pub retired_bytes: u64,
+    /// Entries in the index now (usable for lookups).
+    pub entries: u64,
+    /// Retired entries still mapped, waiting for their fences (C5).
+    pub retired_pending: u64,
+    /// Bytes pinned and mapped now, retired-but-unmapped included (C6).
+    pub pinned_bytes: u64,
+    /// Registrations refused by a limit.
+    pub limit_errors: u64,
+}
+
+impl CacheStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> CacheSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheSnapshot {
+            hits: r(&self.hits),
+            misses: r(&self.misses),
+            registrations: r(&self.registrations),
+            register_ns: r(&self.register_ns),
+            invalidations_api: r(&self.invalidations_api),
+            invalidations_shim: r(&self.invalidations_shim),
+            invalidated_entries: r(&self.invalidated_entries),
+            invalidate_wait_ns: r(&self.invalidate_wait_ns),
+            evictions: r(&self.evictions),
+            overlaps_retired: r(&self.overlaps_retired),
+            retired_bytes: r(&self.retired_bytes),
+            entries: r(&self.entries),
+            retired_pending: r(&self.retired_pending),
+            pinned_bytes: r(&self.pinned_bytes),
+            limit_errors: r(&self.limit_errors),
+        }
+    }
+}
+
+/// Limits of a registration cache (C6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Most entries; the backend's mapping limit lowers it further (VFIO
+    /// type1: 65,535 per container; the simulator's io_uring pins: 16,384).
+    pub max_entries: u32,
+    /// Most bytes pinned by the cache, always enforced. RLIMIT_MEMLOCK
+    /// lowers it further unless the process has CAP_IPC_LOCK.
+    pub max_pinned_bytes: u64,
+    /// Mappings kept back for the driver's own buffers (rings, writeback,
+    /// [`crate::DmaBuffer`]s) when the backend's limit applies.
+    pub reserved_mappings: u32,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            max_entries: 4096,
+            max_pinned_bytes: 1 << 30,
+            reserved_mappings: 256,
+        }
+    }
+}
+
+/// The locked-memory budget of this process: `None` when unlimited (the
+/// process has CAP_IPC_LOCK, or RLIMIT_MEMLOCK is infinite).
+pub(crate) fn memlock_budget() -> Option<u64> {
+    if crate::pci::has_cap_ipc_lock() {
+        return None;
+    }
+    crate::pci::memlock_limit().ok().and_then(|(soft, _)| soft)
+}
