@@ -28,6 +28,10 @@
 //!   [`DmaBuffer::write_at`]), after waiting for the fences the
 //!   buffer's reservation object ([`resv::Resv`]) says the access must wait
 //!   for (R1–R6).
+//! * Process memory (the application's own buffers) reaches the device
+//!   through the [`cache::RegCache`]: pinned and mapped on first use,
+//!   reused after, retired without waiting on the device, and invalidated
+//!   explicitly before the application re-backs it (C1–C12, R4).
 //! * A [`Job`] is a scatter-gather list of copies — host to card, card to
 //!   host, host to host — submitted to a [`Channel`] (one hardware ring).
 //!   [`Channel::submit`] returns a [`Fence`]: wait on it (with a timeout),
@@ -107,7 +111,9 @@ pub mod resv;
 pub mod sync;
 
 #[cfg(not(loom))]
-pub use channel::{Channel, Endpoint, Health, IrqMode, Job, OnFull, SubmitOptions, WatchdogConfig};
+pub use channel::{
+    Channel, Endpoint, Health, IrqMode, Job, OnFull, SubmitOptions, UserRange, WatchdogConfig,
+};
 #[cfg(not(loom))]
 pub use device::{Device, OpenOptions, Target, DEVICE_ENV};
 pub use error::{BackendError, Error, FenceError, Result};

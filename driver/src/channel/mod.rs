@@ -40,7 +40,7 @@ mod ring;
 
 pub use handle::Channel;
 
-pub use job::{Endpoint, Job, Segment};
+pub use job::{Endpoint, Job, Segment, UserRange};
 
 use crate::backend::RegFault;
 use crate::error::{Error, FenceError, Result};
