@@ -125,6 +125,8 @@ pub(crate) struct CacheInner {
     /// path.
     published_len: AtomicU64,
     next_gen: AtomicU64,
+    /// LRU clock: ticks on every hit and registration.
+    clock: AtomicU64,
     max_entries: u64,
     max_mapping: u64,
     max_pinned: u64,
@@ -204,6 +206,7 @@ impl RegCache {
             published: Mutex::new(Vec::new()),
             published_len: AtomicU64::new(0),
             next_gen: AtomicU64::new(1),
+            clock: AtomicU64::new(0),
             stats: CacheStats::default(),
             worker: Worker::default(),
         });
@@ -247,8 +250,11 @@ impl RegCache {
         {
             index.by_start.remove(&reg.entry.start);
         }
+        let first = reg.entry.retire();
         drop(index);
-        self.inner.retire(&reg.entry, &self.inner.stats.evictions);
+        if first {
+            self.inner.retired(&reg.entry, &self.inner.stats.evictions);
+        }
     }
 
     /// Invalidate `len` bytes at `addr` (C3): after this returns, no
@@ -272,11 +278,14 @@ impl RegCache {
     /// worker (C11). Jobs must be finished (the device closes its channels
     /// first). Logs any counter that does not return to zero.
     pub fn close(&self) {
-        let all: Vec<_> = std::mem::take(&mut self.inner.write_index().by_start)
+        let mut index = self.inner.write_index();
+        let all: Vec<_> = std::mem::take(&mut index.by_start)
             .into_values()
+            .filter(|e| e.retire())
             .collect();
+        drop(index);
         for e in &all {
-            self.inner.retire(e, &self.inner.stats.evictions);
+            self.inner.retired(e, &self.inner.stats.evictions);
         }
         self.inner.worker.stop();
         let s = self.stats();
@@ -351,28 +360,51 @@ impl CacheInner {
     }
 
     fn acquire(&self, r: Range<u64>, prot: DmaProt) -> Result<Arc<Entry>> {
-        {
+        let keep_prot = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = index.covering(r.start, r.end) {
                 if e.grants(prot) && e.is_valid() && !self.is_stale(e) {
-                    e.touch(self.next_gen.load(Ordering::Relaxed));
+                    e.touch(self.clock.fetch_add(1, Ordering::Relaxed));
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(e.clone());
                 }
             }
-        }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        // A permission miss on the same range keeps the rights it had, so
-        // that alternating readers and writers do not ping-pong.
-        let prot = {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.by_start.get(&r.start) {
-                Some(e) if e.len == r.end - r.start && e.is_valid() => DmaProt {
-                    read: prot.read || e.prot.read,
-                    write: prot.write || e.prot.write,
-                },
-                _ => prot,
+            // An explicit registration is the caller's promise to itself:
+            // a job never retires one behind its back (C7 applies to the
+            // cache's own entries).
+            if let Some(x) = index
+                .overlapping(r.start, r.end)
+                .into_iter()
+                .find(|e| e.explicit && e.is_valid())
+            {
+                return Err(Error::Invalid(format!(
+                    "process memory {:#x}+{:#x} overlaps the explicit registration {:#x}+{:#x}{}: \
+                     use the registration (Endpoint::Reg) or deregister it first",
+                    r.start,
+                    r.end - r.start,
+                    x.start,
+                    x.len,
+                    if x.covers(r.start, r.end) {
+                        " without the access this job needs"
+                    } else {
+                        ""
+                    }
+                )));
             }
+            // A permission miss on the same range keeps the rights it had,
+            // so that alternating readers and writers do not ping-pong.
+            match index.by_start.get(&r.start) {
+                Some(e) if e.len == r.end - r.start && e.is_valid() => Some(e.prot),
+                _ => None,
+            }
+        };
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let prot = match keep_prot {
+            Some(p) => DmaProt {
+                read: prot.read || p.read,
+                write: prot.write || p.write,
+            },
+            None => prot,
         };
         self.register(r, prot, false)
     }
@@ -416,7 +448,7 @@ impl CacheInner {
                                 ..
                             }
                     );
-                    if pressure && !retried && self.evict_one() {
+                    if pressure && !retried && self.evict_one(false) {
                         retried = true;
                         self.worker.flush();
                         continue;
@@ -426,15 +458,20 @@ impl CacheInner {
             }
         };
         let entry = Arc::new(Entry::new(r.start, len, iova, prot, gen, explicit));
+        entry.touch(self.clock.fetch_add(1, Ordering::Relaxed));
         let mut index = self.write_index();
-        let old = index.overlapping(r.start, r.end);
-        for o in &old {
-            index.by_start.remove(&o.start);
-        }
+        let old: Vec<_> = index
+            .overlapping(r.start, r.end)
+            .into_iter()
+            .filter(|o| {
+                index.by_start.remove(&o.start);
+                o.retire()
+            })
+            .collect();
         index.by_start.insert(r.start, entry.clone());
         drop(index);
         for o in &old {
-            self.retire(o, &self.stats.overlaps_retired);
+            self.retired(o, &self.stats.overlaps_retired);
         }
         self.stats.entries.fetch_add(1, Ordering::Relaxed);
         self.stats.registrations.fetch_add(1, Ordering::Relaxed);
@@ -456,6 +493,10 @@ impl CacheInner {
     }
 
     /// Retire LRU entries until one more of `len` bytes fits (C5, C6).
+    /// Entries no job is using go first, and are unmapped at once; entries
+    /// jobs still use are retired (and unmapped when their fences signal)
+    /// only for the entry-count limit, since retiring them frees no pinned
+    /// bytes until then.
     fn make_room(&self, len: u64) -> Result<()> {
         loop {
             let s = self.stats.snapshot();
@@ -465,59 +506,75 @@ impl CacheInner {
             if count_ok && bytes_ok {
                 return Ok(());
             }
-            if self.evict_one() {
+            if self.evict_one(!bytes_ok) {
                 continue;
             }
             // Nothing left to evict: what is pinned belongs to explicit
-            // registrations or to retired entries whose jobs still run.
+            // registrations or to jobs still running.
             self.stats.limit_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(if count_ok {
+            return Err(if bytes_ok {
+                Error::CacheLimit {
+                    what: "registrations",
+                    limit: self.max_entries,
+                    requested: s.entries + 1,
+                }
+            } else {
                 Error::CacheLimit {
                     what:
                         "pinned bytes (the cache's limit, or RLIMIT_MEMLOCK without CAP_IPC_LOCK)",
                     limit,
                     requested: s.pinned_bytes + len,
                 }
-            } else {
-                Error::CacheLimit {
-                    what: "registrations",
-                    limit: self.max_entries,
-                    requested: s.entries + 1,
-                }
             });
         }
     }
 
-    /// Retire the least recently used evictable entry; false when none.
-    fn evict_one(&self) -> bool {
+    /// Retire the least recently used evictable entry, preferring one no
+    /// job uses; with `idle_only`, only such an entry. False when none.
+    fn evict_one(&self, idle_only: bool) -> bool {
         let mut index = self.write_index();
-        let victim = index
-            .by_start
-            .values()
-            .filter(|e| !e.explicit)
-            .min_by_key(|e| e.last_used())
-            .cloned();
-        let Some(v) = victim else {
+        let mut idle = None;
+        let mut busy = None;
+        for e in index.by_start.values().filter(|e| !e.explicit) {
+            let slot = if e.resv.pending() == 0 {
+                &mut idle
+            } else {
+                &mut busy
+            };
+            if slot
+                .as_ref()
+                .map_or(true, |v: &Arc<Entry>| e.last_used() < v.last_used())
+            {
+                *slot = Some(e.clone());
+            }
+        }
+        let Some(v) = idle.or(if idle_only { None } else { busy }) else {
             return false;
         };
         index.by_start.remove(&v.start);
+        let first = v.retire();
         drop(index);
-        self.retire(&v, &self.stats.evictions);
+        if first {
+            self.retired(&v, &self.stats.evictions);
+        }
         true
     }
 
-    /// Take `e` out of service and hand it to the worker, which unmaps it
-    /// once its fences have signalled (C4, C5). `e` must already be out of
-    /// the index. `why` is the counter to charge.
-    fn retire(&self, e: &Arc<Entry>, why: &AtomicU64) {
-        if !e.retire() {
-            return;
-        }
+    /// `e` was just retired (marked invalid under the index's write lock
+    /// and taken out of the index): count it, and unmap it now if no job
+    /// uses it, else hand it to the worker, which unmaps it once its fences
+    /// have signalled (C4, C5). Every commit either added its fence before
+    /// the write lock was taken (and `pending` sees it) or fails (R4).
+    fn retired(&self, e: &Arc<Entry>, why: &AtomicU64) {
         why.fetch_add(1, Ordering::Relaxed);
         self.stats.entries.fetch_sub(1, Ordering::Relaxed);
         self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
         self.stats.retired_bytes.fetch_add(e.len, Ordering::Relaxed);
-        self.worker.push(Work::Unmap(e.clone()));
+        if e.resv.pending() == 0 {
+            self.unmap(e);
+        } else {
+            self.worker.push(Work::Unmap(e.clone()));
+        }
     }
 
     /// Publish `r` for invalidation (R4) and queue its processing.

@@ -197,7 +197,7 @@ impl CacheInner {
     }
 
     /// Wait for `e`'s fences, unmap it, free its IOVA (C4).
-    fn unmap(&self, e: &Entry) {
+    pub(super) fn unmap(&self, e: &Entry) {
         let name = self.space.backend().name();
         if let Err(err) = e.resv.wait(Purpose::Invalidate, None) {
             log::error!("{name}: registration {e:?}: waiting for its fences: {err}");

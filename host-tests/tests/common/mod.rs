@@ -2,6 +2,8 @@
 //! and the helpers every test file shares.
 #![allow(dead_code)]
 
+pub mod cache_rig;
+
 use fdma::{Device, OpenOptions, WatchdogConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
