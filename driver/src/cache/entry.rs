@@ -4,7 +4,7 @@
 
 use crate::backend::DmaProt;
 use crate::resv::Resv;
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 /// A cache entry. Shared by the index, the jobs that use it and explicit
 /// [`Registration`](super::Registration) handles; unmapped by the retire
@@ -31,6 +31,9 @@ pub(crate) struct Entry {
     last_used: AtomicU64,
     /// The fences of jobs using this registration.
     pub resv: Resv,
+    /// Set once the mapping is gone; held while unmapping, so that whoever
+    /// comes second (the worker, an invalidation) waits for the first.
+    pub unmapped: Mutex<bool>,
 }
 
 impl Entry {
@@ -46,6 +49,7 @@ impl Entry {
             retired: AtomicBool::new(false),
             last_used: AtomicU64::new(gen),
             resv: Resv::new(),
+            unmapped: Mutex::new(false),
         }
     }
 
@@ -73,14 +77,6 @@ impl Entry {
     pub fn retire(&self) -> bool {
         self.valid.store(false, Ordering::Release);
         !self.retired.swap(true, Ordering::AcqRel)
-    }
-
-    /// Mark invalid and retired for an invalidation, whoever retired it
-    /// before (an entry retired earlier is no longer in the index, so this
-    /// only runs on entries the invalidation took out of it).
-    pub fn retire_for_invalidation(&self) {
-        self.valid.store(false, Ordering::Release);
-        self.retired.store(true, Ordering::Release);
     }
 
     /// Record a hit at LRU time `now`.

@@ -53,15 +53,31 @@
 //!   reservation. The worker marks entries invalid under the write lock
 //!   and only then collects their fences: either the submit sees the
 //!   invalidation (and looks up again) or the invalidation sees the job's
-//!   fence (and waits for it). The MMU-notifier shim's publications join
-//!   the same check.
+//!   fence (and waits for it). A registration takes its generation before
+//!   it pins anything and, when it inserts its entry, is checked against
+//!   every publication newer than it, processed or not: pages pinned before
+//!   an invalidation began never become a valid entry after it (C2); the
+//!   submit looks up again. An invalidation also waits for the unmap of
+//!   entries retired earlier (overlap, eviction, deregistration) that are
+//!   still mapped, so `invalidate` returns only when no old mapping of the
+//!   range is left (C3). The MMU-notifier shim's publications join the
+//!   same check. Loom model-checks these races on this code
+//!   (`cache::loom_tests`).
 //!
 //! User memory is never `MADV_DONTFORK`ed (C10): the kernel copies pinned
 //! anonymous pages for a child.
 
 mod entry;
+mod publish;
 mod stats;
 mod worker;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(test)]
+mod test_backend;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 pub(crate) use entry::Entry;
 pub use stats::{CacheOptions, CacheSnapshot, CacheStats};
@@ -69,7 +85,7 @@ pub use stats::{CacheOptions, CacheSnapshot, CacheStats};
 use crate::backend::{DmaProt, DmaSource};
 use crate::error::{BackendError, Error, Result};
 use crate::mem::DmaSpace;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard};
+use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockReadGuard};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use worker::{Work, Worker};
@@ -80,9 +96,30 @@ const PAGE: u64 = 4096;
 #[derive(Default)]
 struct Index {
     by_start: BTreeMap<u64, Arc<Entry>>,
+    /// Retired entries not unmapped yet: an invalidation overlapping one
+    /// waits for its unmap (C3).
+    retired: Vec<Arc<Entry>>,
 }
 
 impl Index {
+    /// Take `e` out of service: out of the lookup map, invalid, onto the
+    /// retired list. True for the first caller. Under the write lock, so
+    /// that every commit either added its fence before or fails (R4).
+    fn take_out(&mut self, e: &Arc<Entry>) -> bool {
+        if self
+            .by_start
+            .get(&e.start)
+            .is_some_and(|x| Arc::ptr_eq(x, e))
+        {
+            self.by_start.remove(&e.start);
+        }
+        let first = e.retire();
+        if first {
+            self.retired.push(e.clone());
+        }
+        first
+    }
+
     /// The entry containing `[start, end)`, if one does.
     fn covering(&self, start: u64, end: u64) -> Option<&Arc<Entry>> {
         self.by_start
@@ -108,22 +145,14 @@ impl Index {
     }
 }
 
-/// A range published for invalidation and not yet processed (R4).
-#[derive(Debug, Clone)]
-pub(crate) struct Published {
-    range: Range<u64>,
-    /// Entries older than this are stale by it.
-    gen: u64,
-}
-
 /// Shared state of one cache.
 pub(crate) struct CacheInner {
     space: Arc<DmaSpace>,
     index: RwLock<Index>,
-    published: Mutex<Vec<Published>>,
-    /// Number of entries in `published`, read without the lock on the hit
-    /// path.
-    published_len: AtomicU64,
+    pubs: publish::Publications,
+    /// Whether the process has CAP_IPC_LOCK (read once: it costs a read of
+    /// /proc; read again after a memlock refusal).
+    cap_ipc_lock: crate::sync::AtomicBool,
     next_gen: AtomicU64,
     /// LRU clock: ticks on every hit and registration.
     clock: AtomicU64,
@@ -203,8 +232,8 @@ impl RegCache {
             max_pinned: opts.max_pinned_bytes,
             space,
             index: RwLock::new(Index::default()),
-            published: Mutex::new(Vec::new()),
-            published_len: AtomicU64::new(0),
+            pubs: publish::Publications::default(),
+            cap_ipc_lock: crate::sync::AtomicBool::new(crate::pci::has_cap_ipc_lock()),
             next_gen: AtomicU64::new(1),
             clock: AtomicU64::new(0),
             stats: CacheStats::default(),
@@ -235,7 +264,15 @@ impl RegCache {
         prot: DmaProt,
     ) -> Result<Registration> {
         let r = page_range(addr as u64, len as u64)?;
-        let entry = self.inner.register(r, prot, true)?;
+        // A registration that raced an invalidation of its range is
+        // dropped (R4); try again, a few times.
+        let mut tries = 0;
+        let entry = loop {
+            match self.inner.register(r.clone(), prot, true) {
+                Err(Error::StaleRegistration { .. }) if tries < 3 => tries += 1,
+                other => break other?,
+            }
+        };
         Ok(Registration { entry })
     }
 
@@ -243,14 +280,7 @@ impl RegCache {
     /// its mapping goes when the jobs using it are done (C5).
     pub fn deregister(&self, reg: Registration) {
         let mut index = self.inner.write_index();
-        if index
-            .by_start
-            .get(&reg.entry.start)
-            .is_some_and(|e| Arc::ptr_eq(e, &reg.entry))
-        {
-            index.by_start.remove(&reg.entry.start);
-        }
-        let first = reg.entry.retire();
+        let first = index.take_out(&reg.entry);
         drop(index);
         if first {
             self.inner.retired(&reg.entry, &self.inner.stats.evictions);
@@ -279,14 +309,15 @@ impl RegCache {
     /// first). Logs any counter that does not return to zero.
     pub fn close(&self) {
         let mut index = self.inner.write_index();
-        let all: Vec<_> = std::mem::take(&mut index.by_start)
-            .into_values()
-            .filter(|e| e.retire())
-            .collect();
+        let all: Vec<_> = index.by_start.values().cloned().collect();
+        let all: Vec<_> = all.into_iter().filter(|e| index.take_out(e)).collect();
         drop(index);
         for e in &all {
             self.inner.retired(e, &self.inner.stats.evictions);
         }
+        // Loom models have no worker thread: do its work here.
+        #[cfg(loom)]
+        self.inner.run_queued();
         self.inner.worker.stop();
         let s = self.stats();
         if s.entries != 0 || s.pinned_bytes != 0 || s.retired_pending != 0 {
@@ -298,6 +329,18 @@ impl RegCache {
                 s.pinned_bytes
             );
         }
+    }
+
+    /// The IOVA of `addr` after looking `[addr, addr + len)` up with rights
+    /// `prot` and registering it on a miss: the lookup a job on process
+    /// memory does, for benchmarks (`host-tests/benches/cache.rs`). Hidden:
+    /// the IOVA is not protected by anything once this returns (an
+    /// eviction or invalidation may unmap it at once), so it must not be
+    /// given to the device; jobs go through [`crate::Job`].
+    #[doc(hidden)]
+    pub fn lookup_for_bench(&self, addr: *const u8, len: usize, prot: DmaProt) -> Result<u64> {
+        let e = self.acquire(addr as u64, len as u64, prot)?;
+        Ok(e.iova_of(addr as u64))
     }
 
     /// Look up `[addr, addr + len)` with rights `prot`, registering on a
@@ -322,6 +365,7 @@ impl RegCache {
     }
 
     /// The DMA space registrations are mapped in.
+    #[cfg_attr(loom, allow(dead_code))] // used by the channel, not built under loom
     pub(crate) fn space(&self) -> &Arc<DmaSpace> {
         &self.inner.space
     }
@@ -348,15 +392,9 @@ impl CacheInner {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a published, unprocessed invalidation newer than `e`
-    /// overlaps it.
+    /// Whether a publication newer than `e` overlaps it (R4).
     fn is_stale(&self, e: &Entry) -> bool {
-        if self.published_len.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let p = self.published.lock().unwrap_or_else(|x| x.into_inner());
-        p.iter()
-            .any(|p| p.gen > e.gen && e.overlaps(p.range.start, p.range.end))
+        self.pubs.stale(e.gen, e.start, e.start + e.len)
     }
 
     fn acquire(&self, r: Range<u64>, prot: DmaProt) -> Result<Arc<Entry>> {
@@ -422,13 +460,16 @@ impl CacheInner {
         }
         let t0 = std::time::Instant::now();
         let mut retried = false;
-        let (iova, gen) = loop {
+        // The generation is taken before anything is pinned (R4, C2): see
+        // `publish`.
+        let gen = self.pubs.begin_registration(&self.next_gen);
+        let _running = Running(&self.pubs, gen);
+        let iova = loop {
             self.make_room(len)?;
             let iova = self.space.alloc_iova(len, 0)?;
             // Pinned before the map, so that concurrent registrations see
             // it (C6: never outside the accounting).
             self.stats.pinned_bytes.fetch_add(len, Ordering::Relaxed);
-            let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
             let mapped = self.space.backend().dma_map(
                 iova,
                 len,
@@ -436,18 +477,23 @@ impl CacheInner {
                 prot,
             );
             match mapped {
-                Ok(()) => break (iova, gen),
+                Ok(()) => break iova,
                 Err(e) => {
                     self.stats.pinned_bytes.fetch_sub(len, Ordering::Relaxed);
                     self.space.free_iova(iova, len);
-                    let pressure = matches!(
-                        e,
-                        BackendError::Memlock { .. }
-                            | BackendError::Refused {
+                    let memlock = matches!(e, BackendError::Memlock { .. });
+                    if memlock {
+                        self.cap_ipc_lock
+                            .store(crate::pci::has_cap_ipc_lock(), Ordering::Relaxed);
+                    }
+                    let pressure = memlock
+                        || matches!(
+                            e,
+                            BackendError::Refused {
                                 errno: libc::ENOSPC | libc::ENOMEM,
                                 ..
                             }
-                    );
+                        );
                     if pressure && !retried && self.evict_one(false) {
                         retried = true;
                         self.worker.flush();
@@ -460,13 +506,20 @@ impl CacheInner {
         let entry = Arc::new(Entry::new(r.start, len, iova, prot, gen, explicit));
         entry.touch(self.clock.fetch_add(1, Ordering::Relaxed));
         let mut index = self.write_index();
-        let old: Vec<_> = index
-            .overlapping(r.start, r.end)
+        if self.pubs.stale(gen, r.start, r.end) {
+            // An invalidation of this range began after these pages were
+            // pinned: they may be the ones the application is replacing.
+            // Nothing uses the mapping yet; drop it and look up again.
+            drop(index);
+            let _ = entry.retire();
+            self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
+            self.unmap(&entry);
+            return Err(Error::StaleRegistration { addr: r.start, len });
+        }
+        let overlapping = index.overlapping(r.start, r.end);
+        let old: Vec<_> = overlapping
             .into_iter()
-            .filter(|o| {
-                index.by_start.remove(&o.start);
-                o.retire()
-            })
+            .filter(|o| index.take_out(o))
             .collect();
         index.by_start.insert(r.start, entry.clone());
         drop(index);
@@ -484,7 +537,7 @@ impl CacheInner {
     /// The pinned-byte limit now: ours, and RLIMIT_MEMLOCK unless the
     /// process has CAP_IPC_LOCK (less what the driver's own buffers pin).
     fn pinned_limit(&self) -> u64 {
-        match stats::memlock_budget() {
+        match stats::memlock_budget(self.cap_ipc_lock.load(Ordering::Relaxed)) {
             Some(m) => self
                 .max_pinned
                 .min(m.saturating_sub(self.space.mapped_bytes())),
@@ -551,8 +604,7 @@ impl CacheInner {
         let Some(v) = idle.or(if idle_only { None } else { busy }) else {
             return false;
         };
-        index.by_start.remove(&v.start);
-        let first = v.retire();
+        let first = index.take_out(&v);
         drop(index);
         if first {
             self.retired(&v, &self.stats.evictions);
@@ -579,15 +631,7 @@ impl CacheInner {
 
     /// Publish `r` for invalidation (R4) and queue its processing.
     fn publish(&self, r: Range<u64>) -> Arc<worker::Done> {
-        let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
-        {
-            let mut p = self.published.lock().unwrap_or_else(|x| x.into_inner());
-            p.push(Published {
-                range: r.clone(),
-                gen,
-            });
-            self.published_len.store(p.len() as u64, Ordering::Release);
-        }
+        let gen = self.pubs.publish(r.clone(), &self.next_gen);
         let done = Arc::new(worker::Done::default());
         self.worker.push(Work::Invalidate {
             range: r,
@@ -595,5 +639,14 @@ impl CacheInner {
             done: done.clone(),
         });
         done
+    }
+}
+
+/// A registration in progress, for the publication list (R4).
+struct Running<'a>(&'a publish::Publications, u64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.end_registration(self.1);
     }
 }

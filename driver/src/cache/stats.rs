@@ -109,8 +109,8 @@ impl Default for CacheOptions {
 
 /// The locked-memory budget of this process: `None` when unlimited (the
 /// process has CAP_IPC_LOCK, or RLIMIT_MEMLOCK is infinite).
-pub(crate) fn memlock_budget() -> Option<u64> {
-    if crate::pci::has_cap_ipc_lock() {
+pub(crate) fn memlock_budget(cap_ipc_lock: bool) -> Option<u64> {
+    if cap_ipc_lock {
         return None;
     }
     crate::pci::memlock_limit().ok().and_then(|(soft, _)| soft)

@@ -119,6 +119,7 @@ impl Worker {
     }
 
     /// Take the next item, or `None` when stopped and empty.
+    #[cfg(not(loom))]
     fn next(&self) -> Option<Work> {
         let mut q = self.lock();
         q.busy = false;
@@ -133,6 +134,13 @@ impl Worker {
             }
             q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The next queued item, without waiting (loom models, which have no
+    /// worker thread, run the queue on their own threads).
+    #[cfg(loom)]
+    fn try_next(&self) -> Option<Work> {
+        self.lock().work.pop_front()
     }
 
     /// Everything still queued (the cache is being dropped).
@@ -165,29 +173,30 @@ impl CacheInner {
                 let hit: Vec<_> = index
                     .overlapping(range.start, range.end)
                     .into_iter()
-                    .filter(|e| e.gen < gen)
+                    .filter(|e| e.gen < gen && index.take_out(e))
                     .collect();
-                for e in &hit {
-                    index.by_start.remove(&e.start);
-                    // Invalid before the lock is released: every commit
-                    // after this sees it (R4).
-                    e.retire_for_invalidation();
-                }
+                // Entries retired earlier (overlap, eviction, deregister)
+                // may still be mapped: their unmap is waited for too, or
+                // `invalidate` could return with old pages mapped (C3).
+                let earlier: Vec<_> = index
+                    .retired
+                    .iter()
+                    .filter(|e| e.overlaps(range.start, range.end))
+                    .cloned()
+                    .collect();
                 drop(index);
                 for e in &hit {
                     self.stats.entries.fetch_sub(1, Ordering::Relaxed);
                     self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
                     self.stats.retired_bytes.fetch_add(e.len, Ordering::Relaxed);
+                }
+                for e in hit.iter().chain(&earlier) {
                     self.unmap(e);
                 }
                 self.stats
                     .invalidated_entries
                     .fetch_add(hit.len() as u64, Ordering::Relaxed);
-                {
-                    let mut p = self.published.lock().unwrap_or_else(|x| x.into_inner());
-                    p.retain(|p| p.gen != gen);
-                    self.published_len.store(p.len() as u64, Ordering::Release);
-                }
+                self.pubs.processed(gen);
                 self.stats
                     .invalidate_wait_ns
                     .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -196,8 +205,22 @@ impl CacheInner {
         }
     }
 
-    /// Wait for `e`'s fences, unmap it, free its IOVA (C4).
-    pub(super) fn unmap(&self, e: &Entry) {
+    /// Loom models have no worker thread (see [`Worker::start`]): run
+    /// everything queued so far on the calling thread, as the worker would.
+    #[cfg(loom)]
+    pub(super) fn run_queued(&self) {
+        while let Some(w) = self.worker.try_next() {
+            self.process(w);
+        }
+    }
+
+    /// Wait for `e`'s fences, unmap it, free its IOVA (C4). Once per
+    /// entry: a second caller waits for the first and returns.
+    pub(super) fn unmap(&self, e: &Arc<Entry>) {
+        let mut unmapped = e.unmapped.lock().unwrap_or_else(|x| x.into_inner());
+        if *unmapped {
+            return;
+        }
         let name = self.space.backend().name();
         if let Err(err) = e.resv.wait(Purpose::Invalidate, None) {
             log::error!("{name}: registration {e:?}: waiting for its fences: {err}");
@@ -218,7 +241,10 @@ impl CacheInner {
                 log::error!("{name}: unmap of registration {e:?} failed: {err}; IOVA range leaked");
             }
         }
+        *unmapped = true;
+        drop(unmapped);
         self.stats.retired_pending.fetch_sub(1, Ordering::Relaxed);
+        self.write_index().retired.retain(|x| !Arc::ptr_eq(x, e));
     }
 }
 
