@@ -17,44 +17,13 @@ use fdma::Device;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const PAGE: usize = 4096;
 
-struct Sim {
-    child: Child,
-    name: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim() -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("fdma.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_fdma-host-sim"))
-        .arg("--socket")
-        .arg(&sock)
-        .spawn()
-        .expect("simulator");
-    let ctl = format!("{}.ctl", sock.display());
-    let t0 = Instant::now();
-    while !Path::new(&ctl).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Sim {
-        child,
-        name: format!("sim:{}", sock.display()),
-        _dir: dir,
-    }
+fn start_sim() -> fdma_host_tests::sim::SimProc {
+    fdma_host_tests::sim::SimProc::start(Path::new(env!("CARGO_BIN_EXE_fdma-host-sim")), &[])
 }
 
 /// Anonymous memory, faulted in (so that pinning does not measure first
@@ -175,7 +144,7 @@ fn misses(dev: &Device, cache: &RegCache, len: usize, iters: usize) -> Miss {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let sim = start_sim();
-    let dev = Device::open(&sim.name).expect("open the simulator");
+    let dev = Device::open(&sim.name()).expect("open the simulator");
     let cache = dev.cache().expect("the device's registration cache");
 
     // Hits.

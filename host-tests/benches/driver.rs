@@ -19,42 +19,11 @@ use fdma_hw::regs::{self, channel_reg};
 use fdma_sim::card::LinkModel;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-struct Sim {
-    child: Child,
-    name: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim() -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("fdma.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_fdma-host-sim"))
-        .arg("--socket")
-        .arg(&sock)
-        .spawn()
-        .expect("simulator");
-    let ctl = format!("{}.ctl", sock.display());
-    let t0 = Instant::now();
-    while !Path::new(&ctl).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Sim {
-        child,
-        name: format!("sim:{}", sock.display()),
-        _dir: dir,
-    }
+fn start_sim() -> fdma_host_tests::sim::SimProc {
+    fdma_host_tests::sim::SimProc::start(Path::new(env!("CARGO_BIN_EXE_fdma-host-sim")), &[])
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -274,7 +243,7 @@ fn main() {
         },
         ..Default::default()
     };
-    let dev = Device::open_with(&sim.name, &opts).expect("open the simulator");
+    let dev = Device::open_with(&sim.name(), &opts).expect("open the simulator");
 
     let n = if quick { 100 } else { 400 };
     let mut raw = raw_eventfd_wakes(n);

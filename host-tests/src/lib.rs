@@ -16,6 +16,8 @@
 //! against QEMU's `edu` device in the guest stage.
 
 pub mod conformance;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// A reproducible pseudo-random pattern.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

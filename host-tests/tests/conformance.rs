@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::SimProc;
+use common::{start_sim, SimProc};
 use fdma_host_tests::conformance::{self, fdma_card::FdmaCard, Adapter};
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ fn adapter(sim: &SimProc) -> Arc<dyn Adapter> {
 
 fdma_host_tests::conformance_tests!(
     setup = {
-        let sim = SimProc::start(&[]);
+        let sim = start_sim(&[]);
         let a = adapter(&sim);
         (sim, a)
     }
@@ -30,7 +30,7 @@ fdma_host_tests::conformance_tests!(
 #[test]
 fn map_pins_pages_fails_without_pinning() {
     common::init_log();
-    let sim = SimProc::start(&[]);
+    let sim = start_sim(&[]);
     let backend = fdma::backend::vfio_user::VfioUserBackend::connect_unpinned(
         &sim.socket,
         &Default::default(),

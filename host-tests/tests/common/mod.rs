@@ -5,69 +5,18 @@
 pub mod cache_rig;
 
 use fdma::{Device, OpenOptions, WatchdogConfig};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 /// No waiter in these tests waits beyond this (a liveness bound, F3).
 pub const LIVENESS: Duration = Duration::from_secs(30);
 
-/// A simulator process of the test's own.
-pub struct SimProc {
-    child: Option<Child>,
-    pub socket: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-}
+pub use fdma_host_tests::sim::SimProc;
 
-impl SimProc {
-    /// Start a simulator with extra `fdma-sim` arguments.
-    pub fn start(args: &[&str]) -> SimProc {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("fdma.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_fdma-host-sim"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .spawn()
-            .expect("starting the simulator");
-        let ctl = format!("{}.ctl", socket.display());
-        let t0 = Instant::now();
-        while !Path::new(&ctl).exists() {
-            assert!(t0.elapsed() < LIVENESS, "simulator did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        SimProc {
-            child: Some(child),
-            socket,
-            _dir: Some(dir),
-        }
-    }
-
-    /// The device name of this simulator.
-    pub fn name(&self) -> String {
-        format!("sim:{}", self.socket.display())
-    }
-
-    /// Send a control command; returns its output lines (panics on `err`).
-    pub fn ctl(&self, cmd: &str) -> Vec<String> {
-        fdma_sim::server::control::request(&self.socket, cmd)
-            .expect("control socket")
-            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
-    }
-
-    /// Kill the simulator (SIGKILL: no goodbye on the socket).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for SimProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Start a simulator of the test's own (this package's `fdma-host-sim`)
+/// with extra `fdma-sim` arguments.
+pub fn start_sim(args: &[&str]) -> SimProc {
+    SimProc::start(Path::new(env!("CARGO_BIN_EXE_fdma-host-sim")), args)
 }
 
 /// What `FDMA_DEVICE` asks for.
@@ -117,7 +66,7 @@ pub fn rig_with(sim_args: &[&str], opts: OpenOptions) -> Rig {
         });
         return Rig { dev, sim: None };
     }
-    let sim = SimProc::start(sim_args);
+    let sim = start_sim(sim_args);
     let dev = Device::open_with(&sim.name(), &opts).expect("open the simulator");
     Rig {
         dev,
@@ -133,7 +82,7 @@ pub fn sim_rig(what: &str, sim_args: &[&str], opts: OpenOptions) -> Option<Rig> 
         return None;
     }
     init_log();
-    let sim = SimProc::start(sim_args);
+    let sim = start_sim(sim_args);
     let dev = Device::open_with(&sim.name(), &opts).expect("open the simulator");
     Some(Rig {
         dev,
