@@ -217,6 +217,11 @@ fn wait_until(
     }
 }
 
+/// The registers an inspect session may write with [`Device::write_reg`]:
+/// none of them starts DMA or resets state. Every other writable register
+/// needs a full open.
+pub const INSPECT_WRITABLE: &[&str] = &["SCRATCH", "RD_OUTSTANDING_MAX", "FI_STALL", "FI_ONESHOT"];
+
 impl Device {
     /// Open `name` fully with default options.
     pub fn open(name: &str) -> Result<Device> {
@@ -464,17 +469,11 @@ impl Device {
                 why: "read-only",
             });
         }
-        if self.shared.inspect {
-            let allowed = matches!(
-                r.reg.name,
-                "SCRATCH" | "RD_OUTSTANDING_MAX" | "FI_STALL" | "FI_ONESHOT"
-            );
-            if !allowed {
-                return Err(Error::Register {
-                    name: r.display_name(),
-                    why: "not writable in an inspect session (it could start DMA or reset state)",
-                });
-            }
+        if self.shared.inspect && !INSPECT_WRITABLE.contains(&r.reg.name) {
+            return Err(Error::Register {
+                name: r.display_name(),
+                why: "not writable in an inspect session (it could start DMA or reset state)",
+            });
         }
         self.shared.regs.write(offset, value)
     }

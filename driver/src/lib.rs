@@ -115,7 +115,7 @@ pub use channel::{
     Channel, Endpoint, Health, IrqMode, Job, OnFull, SubmitOptions, UserRange, WatchdogConfig,
 };
 #[cfg(not(loom))]
-pub use device::{Device, OpenOptions, Target, DEVICE_ENV};
+pub use device::{Device, OpenOptions, Target, DEVICE_ENV, INSPECT_WRITABLE};
 pub use error::{BackendError, Error, FenceError, Result};
 pub use fence::{Fence, Status, Timeline, Wait};
 pub use mem::{BufferOptions, DmaBuffer, DmaSpace};

@@ -113,15 +113,7 @@ pub fn run(name: &str, a: &InfoArgs) -> Result<()> {
     show_fault_log(name);
     if a.regs {
         println!();
-        for l in regs::all_registers(c.channels as usize) {
-            // The latched halves are read with their low halves above.
-            println!(
-                "{:#07x}  {:<22} {:#010x}",
-                l.offset,
-                l.display_name(),
-                r(l.offset)?
-            );
-        }
+        crate::reg::show_all(&dev)?;
     }
     Ok(())
 }

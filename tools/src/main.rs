@@ -4,6 +4,8 @@
 //! * `fdma info` inspects a card without resetting it: identity,
 //!   capabilities, channel states, error registers.
 //! * `fdma dma` runs verified copies in every direction and reports rates.
+//! * `fdma reg read|write|dump` reads and writes registers by name or
+//!   offset, with their fields decoded.
 //! * `fdma list`, `fdma bind`, `fdma unbind` find the card on a lab host and
 //!   move it between its host driver and vfio-pci (root).
 //!
@@ -15,6 +17,7 @@ mod builtin;
 mod dma;
 mod info;
 mod pci_cmds;
+mod reg;
 mod size;
 
 use anyhow::Result;
@@ -51,6 +54,9 @@ enum Cmd {
     Info(info::InfoArgs),
     /// Verified DMA copies in any direction, with rates.
     Dma(dma::DmaArgs),
+    /// Read, write or dump registers by name or offset, fields decoded.
+    #[command(after_help = reg::REG_HELP)]
+    Reg(reg::RegArgs),
     /// List fdma cards (or other PCI functions) and whether fdma can use them.
     List(pci_cmds::ListArgs),
     /// Bind a PCI function to vfio-pci (root), optionally for a user.
@@ -90,6 +96,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Dma(a) => {
             let dev = builtin::DeviceArg::resolve(cli.device)?;
             dma::run(dev.name(), &a)
+        }
+        Cmd::Reg(a) => {
+            let dev = builtin::DeviceArg::resolve(cli.device)?;
+            reg::run(dev.name(), &a)
         }
         Cmd::List(a) => pci_cmds::list(&pci_cmds::sysfs(cli.sysfs_root), &a),
         Cmd::Bind(a) => pci_cmds::bind(&pci_cmds::sysfs(cli.sysfs_root), &a),
