@@ -35,15 +35,19 @@ pub struct DmaArgs {
     seed: u64,
 }
 
+/// A direction of copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dir {
+pub(crate) enum Dir {
+    /// Host to card.
     H2c,
+    /// Card to host.
     C2h,
+    /// Host to host.
     H2h,
 }
 
 impl Dir {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Dir::H2c => "h2c",
             Dir::C2h => "c2h",
@@ -67,7 +71,7 @@ fn dirs(s: &str) -> Result<Vec<Dir>> {
 }
 
 /// A reproducible pattern that differs for every copy.
-fn pattern(seed: u64, n: u32, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: u64, n: u32, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n as u64 + 1);
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
@@ -80,7 +84,7 @@ fn pattern(seed: u64, n: u32, len: usize) -> Vec<u8> {
     v
 }
 
-fn verify(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
+pub(crate) fn verify(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         bail!(
             "{what}: data mismatch at byte {i} of {}: got {:#04x}, expected {:#04x}",

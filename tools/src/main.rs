@@ -6,6 +6,9 @@
 //! * `fdma dma` runs verified copies in every direction and reports rates.
 //! * `fdma reg read|write|dump` reads and writes registers by name or
 //!   offset, with their fields decoded.
+//! * `fdma selftest` checks a card end to end after it is plugged in or a
+//!   bitstream is loaded: identity, registers, DMA on every channel,
+//!   interrupts, fault recovery, reset, the registration cache.
 //! * `fdma list`, `fdma bind`, `fdma unbind` find the card on a lab host and
 //!   move it between its host driver and vfio-pci (root).
 //!
@@ -18,6 +21,7 @@ mod dma;
 mod info;
 mod pci_cmds;
 mod reg;
+mod selftest;
 mod size;
 
 use anyhow::Result;
@@ -57,6 +61,11 @@ enum Cmd {
     /// Read, write or dump registers by name or offset, fields decoded.
     #[command(after_help = reg::REG_HELP)]
     Reg(reg::RegArgs),
+    /// Check a card end to end: identity, registers, verified DMA on every
+    /// channel and direction, interrupts, fault recovery, reset, the
+    /// registration cache. Exits non-zero if any check fails.
+    #[command(after_help = SELFTEST_EXAMPLES)]
+    Selftest(selftest::SelftestArgs),
     /// List fdma cards (or other PCI functions) and whether fdma can use them.
     List(pci_cmds::ListArgs),
     /// Bind a PCI function to vfio-pci (root), optionally for a user.
@@ -64,6 +73,18 @@ enum Cmd {
     /// Give a PCI function back from vfio-pci to its usual driver (root).
     Unbind(pci_cmds::UnbindArgs),
 }
+
+const SELFTEST_EXAMPLES: &str = "\
+Examples:
+  fdma selftest                          # the built-in simulator
+  fdma --device 0000:01:00.0 selftest    # a card bound to vfio-pci
+  sudo fdma -d 0000:01:00.0 selftest --rescan
+                                         # after loading a bitstream: remove,
+                                         # rescan, then test
+  fdma -d sim:/tmp/fdma.sock selftest --json | jq '.[] | select(.status != \"PASS\")'
+
+Each check prints `PASS|FAIL|SKIP  name  detail (time)`, then
+`selftest: N passed, M failed, K skipped`; the exit code is 1 if any failed.";
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -100,6 +121,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Reg(a) => {
             let dev = builtin::DeviceArg::resolve(cli.device)?;
             reg::run(dev.name(), &a)
+        }
+        Cmd::Selftest(a) => {
+            if a.rescan && !matches!(cli.device.as_deref(), Some(d) if !d.is_empty()) {
+                anyhow::bail!(
+                    "--rescan removes and rescans a PCI device; with no --device the built-in \
+                     simulator is used, which has no PCI function to rescan: name the card \
+                     with --device ADDR, or run without --rescan"
+                );
+            }
+            let dev = builtin::DeviceArg::resolve(cli.device)?;
+            selftest::run(dev.name(), &pci_cmds::sysfs(cli.sysfs_root), &a)
         }
         Cmd::List(a) => pci_cmds::list(&pci_cmds::sysfs(cli.sysfs_root), &a),
         Cmd::Bind(a) => pci_cmds::bind(&pci_cmds::sysfs(cli.sysfs_root), &a),
