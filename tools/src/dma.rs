@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use fdma::{Device, Job};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Options of `fdma dma`.
@@ -12,9 +13,10 @@ pub struct DmaArgs {
     /// h2h (host to host), or all.
     #[arg(long, default_value = "all")]
     dir: String,
-    /// Bytes per copy (suffixes k, M, G).
-    #[arg(long, default_value = "1M", value_parser = crate::size::parse)]
-    size: u64,
+    /// Bytes per copy (suffixes k, M, G). Default: 1M, or the size of
+    /// `--input` (which must then be at least this large).
+    #[arg(long, value_parser = crate::size::parse)]
+    size: Option<u64>,
     /// Copies per direction.
     #[arg(long, default_value_t = 8)]
     count: u32,
@@ -33,6 +35,50 @@ pub struct DmaArgs {
     /// Seed of the data pattern.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Copy the data of this file (its first `--size` bytes) instead of the
+    /// generated pattern.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Write the data read back card to host (the last c2h copy) to this
+    /// file.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Default bytes per copy without `--input`.
+const DEFAULT_SIZE: u64 = 1 << 20;
+
+/// The data to copy: the `--input` file's first `size` bytes, else `None`
+/// (the generated pattern), and the bytes per copy.
+fn source(a: &DmaArgs) -> Result<(Option<Vec<u8>>, u64)> {
+    if a.size == Some(0) {
+        bail!("--size 0: a copy must be at least 1 byte");
+    }
+    if a.count == 0 {
+        bail!("--count 0: at least one copy per direction is needed");
+    }
+    let Some(path) = &a.input else {
+        return Ok((None, a.size.unwrap_or(DEFAULT_SIZE)));
+    };
+    let mut data = std::fs::read(path)
+        .with_context(|| format!("reading the input file {}", path.display()))?;
+    if data.is_empty() {
+        bail!(
+            "the input file {} is empty: there is nothing to copy",
+            path.display()
+        );
+    }
+    let size = match a.size {
+        Some(s) if s > data.len() as u64 => bail!(
+            "--size {s} is larger than the input file {} ({} bytes)",
+            path.display(),
+            data.len()
+        ),
+        Some(s) => s,
+        None => data.len() as u64,
+    };
+    data.truncate(size as usize);
+    Ok((Some(data), size))
 }
 
 /// A direction of copy.
@@ -99,11 +145,26 @@ pub(crate) fn verify(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
 /// Run the copies and print one line per direction.
 pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
     let dirs = dirs(&a.dir)?;
-    if a.size == 0 || a.count == 0 {
-        bail!("--size and --count must be at least 1");
+    if a.output.is_some() && !dirs.contains(&Dir::C2h) {
+        bail!("--output writes the data read card to host: add c2h to --dir");
     }
-    let len = usize::try_from(a.size).context("size")?;
+    let (input, size) = source(a)?;
+    let len = usize::try_from(size).context("size")?;
     let dev = Device::open(name).with_context(|| format!("opening {name}"))?;
+    let card_mem = dev.config().card_mem_bytes();
+    if dirs.iter().any(|d| *d != Dir::H2h)
+        && (a.card_offset > card_mem || size > card_mem - a.card_offset)
+    {
+        bail!(
+            "card range {:#x}+{:#x} (--card-offset {}, --size {}) is beyond the card memory \
+             of {} ({card_mem:#x} bytes)",
+            a.card_offset,
+            size,
+            a.card_offset,
+            size,
+            crate::size::show(card_mem)
+        );
+    }
     let ch = dev.channel(a.channel)?;
     let buf_len = len + a.host_offset;
     let src = dev.alloc(buf_len).context("allocating the source buffer")?;
@@ -117,7 +178,7 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
         dev.name(),
         a.channel,
         a.count,
-        crate::size::show(a.size),
+        crate::size::show(size),
         if a.no_verify {
             ", not verified"
         } else {
@@ -128,7 +189,10 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
         let mut wall = Duration::ZERO;
         let mut cycles = 0u64;
         for i in 0..a.count {
-            let want = pattern(a.seed, i, len);
+            let want = match &input {
+                Some(data) => data.clone(),
+                None => pattern(a.seed, i, len),
+            };
             let mut job = Job::new();
             match d {
                 Dir::H2c => {
@@ -154,7 +218,8 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
                 .with_context(|| format!("{} copy {i}", d.name()))?;
             wall += t0.elapsed();
             cycles += dev.cycles()?.wrapping_sub(c0);
-            if !a.no_verify {
+            let last_c2h = d == Dir::C2h && i + 1 == a.count && a.output.is_some();
+            if !a.no_verify || last_c2h {
                 let got = match d {
                     Dir::H2c => {
                         let mut g = vec![0u8; len];
@@ -163,10 +228,16 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
                     }
                     Dir::C2h | Dir::H2h => dst.read_vec(ho, len)?,
                 };
-                verify(&format!("{} copy {i}", d.name()), &got, &want)?;
+                if let (true, Some(path)) = (last_c2h, &a.output) {
+                    std::fs::write(path, &got)
+                        .with_context(|| format!("writing the output file {}", path.display()))?;
+                }
+                if !a.no_verify {
+                    verify(&format!("{} copy {i}", d.name()), &got, &want)?;
+                }
             }
         }
-        let bytes = a.size as f64 * a.count as f64;
+        let bytes = size as f64 * a.count as f64;
         let secs = wall.as_secs_f64();
         println!(
             "  {}  {:>8.1} us/copy  {:>9.1} MB/s wall  {:>7.2} GB/s device ({} cycles){}",
