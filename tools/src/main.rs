@@ -11,6 +11,7 @@
 //!   interrupts, fault recovery, reset, the registration cache.
 //! * `fdma list`, `fdma bind`, `fdma unbind` find the card on a lab host and
 //!   move it between its host driver and vfio-pci (root).
+//! * `fdma completions SHELL` prints a shell completion script.
 //!
 //! The device is `--device NAME` or `FDMA_DEVICE` (`sim:SOCKET` or a PCI
 //! address). With neither, `info` and `dma` start the built-in simulator in
@@ -25,7 +26,7 @@ mod selftest;
 mod size;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// fdma: drive the fdma PCIe DMA engine, on a card or its simulator.
 #[derive(Parser, Debug)]
@@ -72,7 +73,20 @@ enum Cmd {
     Bind(pci_cmds::BindArgs),
     /// Give a PCI function back from vfio-pci to its usual driver (root).
     Unbind(pci_cmds::UnbindArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  fdma completions bash > ~/.local/share/bash-completion/completions/fdma
+  fdma completions zsh > \"${fpath[1]}/_fdma\"
+  fdma completions fish > ~/.config/fish/completions/fdma.fish";
 
 const SELFTEST_EXAMPLES: &str = "\
 Examples:
@@ -136,5 +150,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::List(a) => pci_cmds::list(&pci_cmds::sysfs(cli.sysfs_root), &a),
         Cmd::Bind(a) => pci_cmds::bind(&pci_cmds::sysfs(cli.sysfs_root), &a),
         Cmd::Unbind(a) => pci_cmds::unbind(&pci_cmds::sysfs(cli.sysfs_root), &a),
+        Cmd::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fdma", &mut out);
+            // A script piped into `head` is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct ListArgs {
     /// List functions with these IDs instead of the fdma card's (hex).
     #[arg(long, value_name = "VVVV:DDDD", value_parser = parse_id)]
     id: Option<PciId>,
+    /// Print a JSON array of the functions instead of the table (notes go
+    /// to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `fdma bind`.
@@ -74,10 +78,37 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
     };
     let devs = sys.list(filter).context("listing PCI devices")?;
     if !sys.iommu_enabled() {
-        println!(
-            "note: the IOMMU is off (no IOMMU groups): enable VT-d/AMD-Vi in the firmware and add \
-             `intel_iommu=on iommu=pt` or `amd_iommu=on iommu=pt` to the kernel command line"
-        );
+        let note = "note: the IOMMU is off (no IOMMU groups): enable VT-d/AMD-Vi in the firmware \
+                    and add `intel_iommu=on iommu=pt` or `amd_iommu=on iommu=pt` to the kernel \
+                    command line";
+        if a.json {
+            eprintln!("{note}");
+        } else {
+            println!("{note}");
+        }
+    }
+    if a.json {
+        let arr: Vec<serde_json::Value> = devs
+            .iter()
+            .map(|d| {
+                let ready = readiness(sys, d);
+                let reason = ready.strip_prefix("no: ").map(str::to_string);
+                serde_json::json!({
+                    "address": d.address.to_string(),
+                    "vendor": format!("{:04x}", d.vendor),
+                    "device": format!("{:04x}", d.device),
+                    "driver": d.driver,
+                    "iommu_group": d.iommu_group,
+                    "ready": reason.is_none(),
+                    "reason": reason,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&arr)? + "\n";
+        return match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
     }
     if devs.is_empty() {
         match filter {

@@ -308,6 +308,19 @@ pub fn show(dev: &Device, sel: &[Located], json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every register `dev` has, read, as a JSON array (`fdma info --regs --json`).
+pub fn all_json(dev: &Device) -> Result<Value> {
+    let sel = present(dev.config());
+    let mut arr = Vec::with_capacity(sel.len());
+    for l in &sel {
+        let v = dev
+            .read_reg(l.offset)
+            .with_context(|| format!("reading {}", l.display_name()))?;
+        arr.push(to_json(l, v));
+    }
+    Ok(Value::Array(arr))
+}
+
 /// Every register `dev` has, read and printed (`fdma info --regs`).
 pub fn show_all(dev: &Device) -> Result<()> {
     show(dev, &present(dev.config()), false)

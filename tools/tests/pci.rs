@@ -138,6 +138,68 @@ fn list_shows_drivers_groups_and_readiness() {
 }
 
 #[test]
+fn list_json_describes_each_function() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    add(
+        r,
+        "0000:01:00.0",
+        (0x1234, 0xfd3a),
+        Some("vfio-pci"),
+        Some(12),
+    );
+    add(r, "0000:02:00.0", (0x1234, 0xfd3a), None, Some(14));
+    add(r, "0000:03:00.1", (0x8086, 0x10fb), Some("ixgbe"), Some(13));
+
+    let root = r.to_str().unwrap();
+    let (o, out, err) = fdma(None, &["--sysfs-root", root, "list", "--json"]);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("list --json is JSON");
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 2, "{out}");
+    assert_eq!(a[0]["address"], "0000:01:00.0");
+    assert_eq!(a[0]["vendor"], "1234");
+    assert_eq!(a[0]["device"], "fd3a");
+    assert_eq!(a[0]["driver"], "vfio-pci");
+    assert_eq!(a[0]["iommu_group"], 12);
+    assert_eq!(a[0]["ready"], true);
+    assert!(a[0]["reason"].is_null(), "{out}");
+    assert_eq!(a[1]["address"], "0000:02:00.0");
+    assert!(a[1]["driver"].is_null(), "{out}");
+    assert_eq!(a[1]["ready"], false);
+    assert!(
+        a[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fdma bind 0000:02:00.0"),
+        "{out}"
+    );
+
+    let (o, out, _) = fdma(None, &["--sysfs-root", root, "list", "--all", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3, "{out}");
+    assert!(out.contains("\"ixgbe\""), "{out}");
+
+    // An IOMMU-less host: the note goes to stderr, stdout stays JSON.
+    let t = tempfile::tempdir().unwrap();
+    add(
+        t.path(),
+        "0000:00:01.0",
+        (0x1af4, 0x1041),
+        Some("virtio-pci"),
+        None,
+    );
+    let (o, out, err) = fdma(Some(t.path()), &["list", "--json"]);
+    assert!(o.status.success());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+    assert!(err.contains("IOMMU is off"), "{err}");
+}
+
+#[test]
 fn list_says_when_the_iommu_is_off_or_nothing_matches() {
     let t = tempfile::tempdir().unwrap();
     add(
