@@ -132,6 +132,9 @@ pub(crate) struct Shared {
     pub err_irq: Option<nix::sys::eventfd::EventFd>,
     /// The device-request interrupt, where the transport has one.
     pub req_irq: Option<nix::sys::eventfd::EventFd>,
+    /// Set by the reactor when the kernel asked for the device back; the
+    /// reclaim thread releases it.
+    pub release_requested: AtomicBool,
     /// The registration cache (full opens only).
     pub cache: Option<crate::cache::RegCache>,
     pub watchdog: WatchdogConfig,
@@ -274,6 +277,7 @@ impl Device {
             channels: Vec::new(),
             err_irq: None,
             req_irq: None,
+            release_requested: AtomicBool::new(false),
             cache: None,
             watchdog: opts.watchdog,
             reclaim,

@@ -27,7 +27,7 @@ use crate::sync::SignallingSection;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -207,7 +207,13 @@ fn reactor_loop(
 /// VFIO) the device-request interrupt.
 struct DeviceIrqs {
     shared: Arc<Shared>,
-    cycles_seen: Mutex<Option<(u64, Instant)>>,
+    /// The watchdog's last cycle-counter reading and when it was first
+    /// seen (nanoseconds after `base`, plus one; 0 = none). Atomics, not a
+    /// lock: only the reactor thread uses them, and it is a signalling
+    /// path (F10).
+    cycles: AtomicU64,
+    cycles_since: AtomicU64,
+    base: Instant,
 }
 
 impl IrqHandler for DeviceIrqs {
@@ -234,21 +240,35 @@ impl IrqHandler for DeviceIrqs {
             }
         } else {
             // The device-request interrupt: the kernel wants the device
-            // back (unbind, hot unplug). Fail every fence, then let go so
-            // the unbind can finish.
-            if s.fail_lost() {
-                log::error!(
-                    "{}: the kernel asked for the device back (unbind or unplug); all jobs failed, device released",
-                    s.name
-                );
+            // back (unbind, hot unplug). Fail every fence here; letting go
+            // (munmap, close, a log line) is the reclaim thread's job, off
+            // the signalling path (F10). The unbind finishes after it.
+            {
+                let _s = SignallingSection::enter();
+                s.fail_lost();
             }
-            s.regs.backend().release();
+            s.release_requested.store(true, Ordering::Release);
+            s.reclaim.notify();
         }
     }
 
     fn on_tick(&self) {
-        let mut seen = self.cycles_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = match self.cycles_since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some((
+                self.cycles.load(Ordering::Relaxed),
+                self.base + Duration::from_nanos(n - 1),
+            )),
+        };
         watchdog_tick(&self.shared, &mut seen);
+        match seen {
+            None => self.cycles_since.store(0, Ordering::Relaxed),
+            Some((c, at)) => {
+                self.cycles.store(c, Ordering::Relaxed);
+                let ns = at.saturating_duration_since(self.base).as_nanos() as u64;
+                self.cycles_since.store(ns + 1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn on_failure(&self, e: &std::io::Error) {
@@ -269,7 +289,9 @@ impl Threads {
     pub fn start(shared: &Arc<Shared>) -> std::io::Result<Threads> {
         let handler = Arc::new(DeviceIrqs {
             shared: shared.clone(),
-            cycles_seen: Mutex::new(None),
+            cycles: AtomicU64::new(0),
+            cycles_since: AtomicU64::new(0),
+            base: Instant::now(),
         });
         let reactor = Reactor::start("fdma-reactor", handler, shared.watchdog.tick)?;
         let s = shared.clone();
@@ -399,6 +421,13 @@ fn watchdog_pass(shared: &Shared, cycles_seen: &mut Option<(u64, Instant)>) -> F
 
 fn reclaim_loop(shared: &Arc<Shared>) {
     loop {
+        if shared.release_requested.swap(false, Ordering::AcqRel) {
+            log::error!(
+                "{}: the kernel asked for the device back (unbind or unplug); all jobs failed, device released",
+                shared.name
+            );
+            shared.regs.backend().release();
+        }
         let stopping = shared.stop.load(Ordering::Acquire);
         for c in &shared.channels {
             c.reclaim();

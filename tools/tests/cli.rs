@@ -1,22 +1,9 @@
 //! The `fdma` command as a lab engineer or a CI script runs it: exit codes,
 //! what it prints, and its errors.
 
-use std::process::{Command, Output};
+mod common;
 
-fn fdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fdma"))
-        .args(args)
-        .env_remove("FDMA_DEVICE")
-        .output()
-        .expect("run fdma")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::*;
 
 #[test]
 fn dma_with_the_builtin_simulator_verifies_every_direction() {

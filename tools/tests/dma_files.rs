@@ -1,22 +1,9 @@
 //! `fdma dma --input/--output` and the argument errors of `fdma dma`,
 //! against the built-in simulator.
 
-use std::process::{Command, Output};
+mod common;
 
-fn fdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fdma"))
-        .args(args)
-        .env_remove("FDMA_DEVICE")
-        .output()
-        .expect("run fdma")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::*;
 
 /// Reproducible pseudo-random bytes (xorshift).
 fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
@@ -29,13 +16,6 @@ fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-fn fails_with(args: &[&str], want: &str) {
-    let o = fdma(args);
-    let (out, err) = text(&o);
-    assert!(!o.status.success(), "{args:?} succeeded:\n{out}\n{err}");
-    assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
 }
 
 #[test]

@@ -1,42 +1,11 @@
 //! `fdma reg` against the built-in simulator. Each command starts its own
 //! private simulator, so nothing persists from one command to the next.
 
+mod common;
+
+use common::*;
+
 use fdma_hw::regs;
-use std::process::{Command, Output};
-
-fn fdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fdma"))
-        .args(args)
-        .env_remove("FDMA_DEVICE")
-        .output()
-        .expect("run fdma")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Run and require success; the standard output.
-fn ok(args: &[&str]) -> String {
-    let o = fdma(args);
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success(),
-        "{args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    out
-}
-
-/// Run and require failure; the standard error.
-fn fails(args: &[&str]) -> String {
-    let o = fdma(args);
-    let (out, err) = text(&o);
-    assert!(!o.status.success(), "{args:?} succeeded:\n{out}");
-    err
-}
 
 #[test]
 fn read_id_decodes_magic_and_version() {

@@ -3,8 +3,12 @@
 //! affected checks fail with a useful detail and the exit code says so; a
 //! check that hangs fails in bounded time; `--rescan` refuses a simulator.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Every check, in the order they run, on the simulator's 4 channels.
@@ -24,21 +28,6 @@ fn check_names() -> Vec<String> {
         v.push(n.to_string());
     }
     v
-}
-
-fn fdma(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fdma"))
-        .args(args)
-        .env_remove("FDMA_DEVICE")
-        .output()
-        .expect("run fdma")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// `(status, name, detail)` of each check line of the text output.
