@@ -108,7 +108,10 @@ pub fn run(name: &str, sysfs: &fdma::pci::Sysfs, a: &SelftestArgs) -> Result<()>
     }
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
     let mut opts = OpenOptions::default();
-    opts.vfio_user.reply_timeout = timeout;
+    // A stalled simulator is lost after twice the per-check limit, so a
+    // check that merely waits too long reports its own timeout first
+    // ("no completion within"), not a lost device.
+    opts.vfio_user.reply_timeout = timeout.saturating_mul(2);
     let dev = Device::open_with(name, &opts).with_context(|| format!("opening {name}"))?;
     let per_channel = (len as u64).next_multiple_of(4096);
     if per_channel * dev.channels() as u64 > dev.config().card_mem_bytes() {

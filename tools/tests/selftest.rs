@@ -228,8 +228,11 @@ fn a_hanging_check_fails_in_bounded_time() {
         .find(|l| l.1 == "registration cache")
         .unwrap_or_else(|| panic!("no registration cache check:\n{out}\n{err}"));
     assert_eq!(cache.0, "FAIL", "{out}");
+    // The check's own limit fires first; on a starved machine the
+    // stalled simulator may be declared lost first (after twice the
+    // limit), which is also a bounded failure.
     assert!(
-        cache.2.contains("no completion within 300 ms"),
+        cache.2.contains("no completion within 300 ms") || cache.2.contains("device lost"),
         "{}",
         cache.2
     );
