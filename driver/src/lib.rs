@@ -109,6 +109,7 @@ pub mod pci;
 pub mod reactor;
 pub mod resv;
 pub mod sync;
+mod uffd;
 
 #[cfg(not(loom))]
 pub use channel::{

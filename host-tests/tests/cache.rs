@@ -8,7 +8,7 @@ mod common;
 use common::cache_rig::*;
 use common::{assert_same, pattern, rig, rig_with, wait, Rig};
 use fdma::backend::{DmaProt, DmaSource};
-use fdma::cache::CacheOptions;
+use fdma::cache::{CacheOptions, Watch};
 use fdma::{Endpoint, Error, Job};
 
 /// Process memory in both directions, through the cache: the second use of
@@ -273,13 +273,21 @@ fn d5_c3_invalidate_before_reback_moves_the_device_to_the_new_pages() {
     }
 }
 
-/// D5, negative control for the test above (it can fail): without
-/// `invalidate()`, the cache keeps serving the old registration (a hit) and
+/// D5, negative control for the test above (it can fail): with the shim
+/// off and without `invalidate()`, the cache keeps serving the old registration (a hit) and
 /// the device keeps reaching the OLD pages: it reads the old data, and its
 /// writes land where the application cannot see them.
 #[test]
 fn d5_without_invalidate_the_device_reaches_the_old_pages() {
-    let r = rig();
+    // The explicit API only: the shim would catch the re-backing (its own
+    // tests, `shim.rs`, use this as their negative control too).
+    let r = rig_with(
+        &[],
+        opts_with(CacheOptions {
+            watch: Watch::Explicit,
+            ..Default::default()
+        }),
+    );
     require_pinning(&r);
     let m = Anon::new(64 * KIB);
     for (round, how) in [Reback::MapFixed, Reback::UnmapThenMap]

@@ -34,6 +34,13 @@ pub(crate) struct Entry {
     /// Set once the mapping is gone; held while unmapping, so that whoever
     /// comes second (the worker, an invalidation) waits for the first.
     pub unmapped: Mutex<bool>,
+    /// The range is subscribed to the shim's events (released on unmap).
+    pub subscribed: bool,
+    /// Served uncached: never in the index, unmapped after its job (C9).
+    pub oneshot: bool,
+    /// The shim published an unmap or re-backing of the range: jobs on it
+    /// that complete from now on fail with `StaleMemory` (C3).
+    stale_event: AtomicBool,
 }
 
 impl Entry {
@@ -50,7 +57,34 @@ impl Entry {
             last_used: AtomicU64::new(gen),
             resv: Resv::new(),
             unmapped: Mutex::new(false),
+            subscribed: false,
+            oneshot: false,
+            stale_event: AtomicBool::new(false),
         }
+    }
+
+    /// Record how the shim watches the entry.
+    pub fn watched(mut self, subscribed: bool, oneshot: bool) -> Entry {
+        self.subscribed = subscribed;
+        self.oneshot = oneshot;
+        self
+    }
+
+    /// The shim published an event over the range (C3).
+    pub fn mark_stale_event(&self) {
+        self.stale_event.store(true, Ordering::Release);
+    }
+
+    /// Whether the shim published an event over the range. Read on the
+    /// signalling path: one atomic load (F10).
+    pub fn stale_event(&self) -> bool {
+        self.stale_event.load(Ordering::Acquire)
+    }
+
+    /// Stop new use without retiring (an invalidation reaching an entry
+    /// that is already out of the index, C3).
+    pub fn invalidate_use(&self) {
+        self.valid.store(false, Ordering::Release);
     }
 
     /// Whether `[start, end)` lies inside this entry.
@@ -104,6 +138,7 @@ impl std::fmt::Debug for Entry {
             .field("prot", &self.prot)
             .field("gen", &self.gen)
             .field("valid", &self.is_valid())
+            .field("oneshot", &self.oneshot)
             .finish()
     }
 }

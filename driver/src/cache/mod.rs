@@ -69,7 +69,9 @@
 
 mod entry;
 mod publish;
+pub(crate) mod shim;
 mod stats;
+mod watch;
 mod worker;
 
 #[cfg(all(test, loom))]
@@ -80,7 +82,8 @@ mod test_backend;
 mod tests;
 
 pub(crate) use entry::Entry;
-pub use stats::{CacheOptions, CacheSnapshot, CacheStats};
+pub use stats::{CacheOptions, CacheSnapshot, CacheStats, Watch};
+pub(crate) use watch::OneShot;
 
 use crate::backend::{DmaProt, DmaSource};
 use crate::error::{BackendError, Error, Result};
@@ -161,6 +164,18 @@ pub(crate) struct CacheInner {
     max_pinned: u64,
     stats: CacheStats,
     worker: Worker,
+    watch: Watch,
+    /// The MMU-notifier shim, once started (`Watch::Userfaultfd`).
+    shim: std::sync::OnceLock<shim::Shim>,
+}
+
+/// How process memory is served now (C9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// Cached: an event source watches it (or the application promised).
+    Cached,
+    /// Mapped for one job and unmapped after it.
+    Uncached,
 }
 
 /// The registration cache of one device. Cheap to clone.
@@ -238,15 +253,56 @@ impl RegCache {
             clock: AtomicU64::new(0),
             stats: CacheStats::default(),
             worker: Worker::default(),
+            watch: opts.watch,
+            shim: std::sync::OnceLock::new(),
         });
         #[cfg(not(loom))]
         Worker::start(&inner)?;
+        #[cfg(not(loom))]
+        if opts.watch == Watch::Userfaultfd {
+            match shim::Shim::start(Arc::downgrade(&inner)) {
+                Ok(s) => {
+                    log::debug!(
+                        "{}: registration cache watches process memory through userfaultfd ({:?})",
+                        inner.space.backend().name(),
+                        s.opened()
+                    );
+                    let _ = inner.shim.set(s);
+                }
+                Err(e) => log::warn!(
+                    "{}: no userfaultfd ({e}): process memory is served uncached \
+                     (mapped per job); see the cache docs",
+                    inner.space.backend().name()
+                ),
+            }
+        }
         Ok(RegCache { inner })
+    }
+
+    /// A cache whose shim has no monitor: the model feeds its ring by hand.
+    #[cfg(loom)]
+    pub(crate) fn with_detached_shim(space: Arc<DmaSpace>) -> Result<RegCache> {
+        let c = RegCache::new(space, &CacheOptions::default())?;
+        let _ = c.inner.shim.set(shim::Shim::detached());
+        Ok(c)
+    }
+
+    /// The shim, in tests and models.
+    #[cfg(loom)]
+    pub(crate) fn shim(&self) -> Option<&shim::Shim> {
+        self.inner.shim.get()
     }
 
     /// The counters (C12).
     pub fn stats(&self) -> CacheSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Whether the MMU-notifier shim is watching process memory (false
+    /// with [`Watch::Explicit`], or when userfaultfd was unavailable or its
+    /// monitor stopped: process memory is then served uncached).
+    pub fn shim_active(&self) -> bool {
+        self.inner.shim.get().is_some_and(|s| !s.ring.is_dead())
     }
 
     /// Register `len` bytes at `addr` explicitly (an `ibv_reg_mr`): the
@@ -319,6 +375,9 @@ impl RegCache {
         #[cfg(loom)]
         self.inner.run_queued();
         self.inner.worker.stop();
+        if let Some(s) = self.inner.shim.get() {
+            s.stop();
+        }
         let s = self.stats();
         if s.entries != 0 || s.pinned_bytes != 0 || s.retired_pending != 0 {
             log::error!(
@@ -353,6 +412,9 @@ impl RegCache {
     /// R4: hold the cache's read lock while checking `entries` and adding
     /// the job's fences. `None` when one is no longer valid: look up again.
     pub(crate) fn commit<'a>(&'a self, entries: &[&Arc<Entry>]) -> Option<CommitGuard<'a>> {
+        // Publish what the shim has read first: a range unmapped before
+        // this commit must fail it (R4, C2).
+        self.inner.sync_shim();
         let index = self.inner.index.read().unwrap_or_else(|e| e.into_inner());
         if entries
             .iter()
@@ -398,6 +460,10 @@ impl CacheInner {
     }
 
     fn acquire(&self, r: Range<u64>, prot: DmaProt) -> Result<Arc<Entry>> {
+        if self.sync_shim() == Serve::Uncached {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return self.register_as(r, prot, false, Serve::Uncached);
+        }
         let keep_prot = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = index.covering(r.start, r.end) {
@@ -449,6 +515,18 @@ impl CacheInner {
 
     /// Pin and map `r`, then insert it, retiring what it overlaps (C7, C8).
     fn register(&self, r: Range<u64>, prot: DmaProt, explicit: bool) -> Result<Arc<Entry>> {
+        self.register_as(r, prot, explicit, Serve::Cached)
+    }
+
+    /// [`Self::register`], served as `serve` asks or uncached when the
+    /// range cannot be watched (C9).
+    fn register_as(
+        &self,
+        r: Range<u64>,
+        prot: DmaProt,
+        explicit: bool,
+        serve: Serve,
+    ) -> Result<Arc<Entry>> {
         let len = r.end - r.start;
         if len > self.max_mapping {
             self.stats.limit_errors.fetch_add(1, Ordering::Relaxed);
@@ -464,6 +542,16 @@ impl CacheInner {
         // `publish`.
         let gen = self.pubs.begin_registration(&self.next_gen);
         let _running = Running(&self.pubs, gen);
+        // Subscribed before anything is pinned: an unmap from here on is
+        // an event newer than `gen` (C2).
+        let (subscribed, oneshot) = self.watch_range(gen, &r, explicit, serve);
+        // Until the entry exists (it releases the subscription when it is
+        // unmapped), a failure releases it here.
+        let mut sub = Subscription {
+            inner: self,
+            gen,
+            armed: subscribed,
+        };
         let iova = loop {
             self.make_room(len)?;
             let iova = self.space.alloc_iova(len, 0)?;
@@ -503,8 +591,14 @@ impl CacheInner {
                 }
             }
         };
-        let entry = Arc::new(Entry::new(r.start, len, iova, prot, gen, explicit));
+        sub.armed = false;
+        let entry = Arc::new(
+            Entry::new(r.start, len, iova, prot, gen, explicit).watched(subscribed, oneshot),
+        );
         entry.touch(self.clock.fetch_add(1, Ordering::Relaxed));
+        // Events read while this range was pinned are published before the
+        // check below.
+        self.sync_shim();
         let mut index = self.write_index();
         if self.pubs.stale(gen, r.start, r.end) {
             // An invalidation of this range began after these pages were
@@ -515,6 +609,19 @@ impl CacheInner {
             self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
             self.unmap(&entry);
             return Err(Error::StaleRegistration { addr: r.start, len });
+        }
+        if oneshot {
+            // Uncached: never found by lookups; kept on the retired list so
+            // that an invalidation of its range waits for its unmap (C3).
+            index.retired.push(entry.clone());
+            drop(index);
+            self.stats.retired_pending.fetch_add(1, Ordering::Relaxed);
+            self.stats.uncached.fetch_add(1, Ordering::Relaxed);
+            self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .register_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            return Ok(entry);
         }
         let overlapping = index.overlapping(r.start, r.end);
         let old: Vec<_> = overlapping
@@ -639,6 +746,21 @@ impl CacheInner {
             done: done.clone(),
         });
         done
+    }
+}
+
+/// A subscription not yet owned by an entry.
+struct Subscription<'a> {
+    inner: &'a CacheInner,
+    gen: u64,
+    armed: bool,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.release_subscription(self.gen);
+        }
     }
 }
 

@@ -21,6 +21,9 @@ pub struct CacheStats {
     pub(crate) retired_pending: AtomicU64,
     pub(crate) pinned_bytes: AtomicU64,
     pub(crate) limit_errors: AtomicU64,
+    pub(crate) uncached: AtomicU64,
+    pub(crate) unwatched_explicit: AtomicU64,
+    pub(crate) subscriptions: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -57,6 +60,16 @@ pub struct CacheSnapshot {
     pub pinned_bytes: u64,
     /// Registrations refused by a limit.
     pub limit_errors: u64,
+    /// Job ranges served uncached (mapped for one job, unmapped after it)
+    /// because no event source could watch them (C9): the shim is off or
+    /// failed, the kernel refused the subscription, the VMA budget was
+    /// used up, or the monitor did not publish in time.
+    pub uncached: u64,
+    /// Explicit registrations the shim could not watch: kept, as the
+    /// caller asked, but only `deregister`/`invalidate` retire them.
+    pub unwatched_explicit: u64,
+    /// Ranges subscribed to the shim's events now.
+    pub subscriptions: u64,
 }
 
 impl CacheStats {
@@ -79,6 +92,9 @@ impl CacheStats {
             retired_pending: r(&self.retired_pending),
             pinned_bytes: r(&self.pinned_bytes),
             limit_errors: r(&self.limit_errors),
+            uncached: r(&self.uncached),
+            unwatched_explicit: r(&self.unwatched_explicit),
+            subscriptions: r(&self.subscriptions),
         }
     }
 }
@@ -95,6 +111,26 @@ pub struct CacheOptions {
     /// Mappings kept back for the driver's own buffers (rings, writeback,
     /// [`crate::DmaBuffer`]s) when the backend's limit applies.
     pub reserved_mappings: u32,
+    /// How the cache learns that registered memory was unmapped or
+    /// re-backed (C9).
+    pub watch: Watch,
+}
+
+/// The event source of a cache (C9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Watch {
+    /// The MMU-notifier shim (userfaultfd events), plus
+    /// [`super::RegCache::invalidate`]. Memory the shim cannot watch is
+    /// served uncached. If userfaultfd is unavailable (another
+    /// userfaultfd owns the memory, or the kernel or its settings refuse
+    /// one), all process memory is served uncached.
+    #[default]
+    Userfaultfd,
+    /// Only [`super::RegCache::invalidate`]: the application promises to
+    /// call it before it unmaps or re-backs memory it used for DMA (an
+    /// application that runs its own userfaultfd, or a test's negative
+    /// control). Without the call the device keeps the old pages.
+    Explicit,
 }
 
 impl Default for CacheOptions {
@@ -103,6 +139,7 @@ impl Default for CacheOptions {
             max_entries: 4096,
             max_pinned_bytes: 1 << 30,
             reserved_mappings: 256,
+            watch: Watch::Userfaultfd,
         }
     }
 }

@@ -21,6 +21,16 @@ fn opts(max_entries: u32, max_pinned_bytes: u64) -> CacheOptions {
         max_entries,
         max_pinned_bytes,
         reserved_mappings: 0,
+        // Fake addresses: nothing to subscribe. The shim has its own tests.
+        watch: Watch::Explicit,
+    }
+}
+
+/// Default limits, watched by the explicit API only.
+fn explicit() -> CacheOptions {
+    CacheOptions {
+        watch: Watch::Explicit,
+        ..CacheOptions::default()
     }
 }
 
@@ -100,7 +110,7 @@ fn index_covering_and_overlapping_edges() {
 
 #[test]
 fn hit_needs_cover_and_rights_c1() {
-    let (c, log, _) = setup(&CacheOptions::default());
+    let (c, log, _) = setup(&explicit());
     let a = c.acquire(addr(0), 2 * P, DmaProt::READ).unwrap();
     // Sub-range of the entry: a hit.
     let b = c.acquire(addr(0) + 100, P, DmaProt::READ).unwrap();
@@ -227,7 +237,7 @@ fn pinned_byte_limit_c6() {
 
 #[test]
 fn map_failure_evicts_and_retries_once_c6() {
-    let (c, log, _) = setup(&CacheOptions::default());
+    let (c, log, _) = setup(&explicit());
     let x = get(&c, 0, 1);
     // ENOSPC (the container's mapping limit): evict x, retry, succeed.
     log.fail_next_map(MapFail::NoSpace);
@@ -272,7 +282,7 @@ fn map_failure_evicts_and_retries_once_c6() {
 
 #[test]
 fn overlap_retires_and_registers_exact_range_c7() {
-    let (c, log, _) = setup(&CacheOptions::default());
+    let (c, log, _) = setup(&explicit());
     let a = get(&c, 0, 2); // pages 0-1
     let b = get(&c, 2, 2); // pages 2-3, adjacent: a is untouched
     assert!(a.is_valid() && b.is_valid());
@@ -299,7 +309,7 @@ fn overlap_retires_and_registers_exact_range_c7() {
 
 #[test]
 fn iova_quarantine_c4() {
-    let (c, log, slot) = setup(&CacheOptions::default());
+    let (c, log, slot) = setup(&explicit());
     let tl = Timeline::new(0);
     let x = get(&c, 0, 1);
     let (f, sig) = job_on(&x, &tl);
@@ -327,7 +337,7 @@ fn iova_quarantine_c4() {
 
 #[test]
 fn invalidate_waits_for_jobs_c3() {
-    let (c, log, slot) = setup(&CacheOptions::default());
+    let (c, log, slot) = setup(&explicit());
     let tl = Timeline::new(0);
     let x = get(&c, 0, 2);
     let other = get(&c, 10, 1);

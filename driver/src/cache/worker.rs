@@ -184,6 +184,11 @@ impl CacheInner {
                     .filter(|e| e.overlaps(range.start, range.end))
                     .cloned()
                     .collect();
+                // An uncached entry not yet committed must not be committed
+                // after its unmap below (R4).
+                for e in &earlier {
+                    e.invalidate_use();
+                }
                 drop(index);
                 for e in &hit {
                     self.stats.entries.fetch_sub(1, Ordering::Relaxed);
@@ -241,6 +246,9 @@ impl CacheInner {
                 log::error!("{name}: unmap of registration {e:?} failed: {err}; IOVA range leaked");
             }
         }
+        if e.subscribed {
+            self.release_subscription(e.gen);
+        }
         *unmapped = true;
         drop(unmapped);
         self.stats.retired_pending.fetch_sub(1, Ordering::Relaxed);
@@ -250,6 +258,9 @@ impl CacheInner {
 
 impl Drop for CacheInner {
     fn drop(&mut self) {
+        if let Some(s) = self.shim.get() {
+            s.stop();
+        }
         // The thread has stopped (it cannot upgrade any more); finish what
         // it left.
         for w in self.worker.take_all() {

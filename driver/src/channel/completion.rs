@@ -65,7 +65,18 @@ impl ChannelCore {
             // Counters before the signal: a woken waiter sees them current.
             self.stats.completed.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(j.bytes, Ordering::Relaxed);
-            let _ = j.sig.signal(Ok(()));
+            // C3: the shim published an unmap or re-backing of this job's
+            // process memory before its completion was processed: its data
+            // may be the old pages'. One atomic load per registration.
+            let status = if j._keep.2.iter().any(|e| e.stale_event()) {
+                Err(FenceError::StaleMemory {
+                    channel: self.index,
+                    seqno: j.sig.seqno(),
+                })
+            } else {
+                Ok(())
+            };
+            let _ = j.sig.signal(status);
             st.done.push_back(j);
             *n += 1;
         }

@@ -117,6 +117,9 @@ pub(crate) struct Lowered {
     pub writes: Vec<DmaBuffer>,
     /// Registrations, each with whether the device writes it.
     pub regs: Vec<(Arc<Entry>, bool)>,
+    /// Uncached registrations among them: unmapped when the job's fences
+    /// signal, once this is dropped (after the submit).
+    pub oneshots: Vec<crate::cache::OneShot>,
     pub bytes: u64,
 }
 
@@ -284,6 +287,9 @@ impl Job {
                             crate::backend::DmaProt::READ
                         };
                         let e = cache.acquire(u.addr, s.len, prot)?;
+                        if e.oneshot {
+                            out.oneshots.push(crate::cache::OneShot::new(cache, &e));
+                        }
                         let iova = e.iova_of(u.addr);
                         out.regs.push((e, write));
                         Some(iova)
