@@ -93,12 +93,13 @@ pub enum BackendError {
         source: crate::pci::PciError,
     },
     /// Another process (or another container of this one) has the device
-    /// or its IOMMU group open.
+    /// or its IOMMU group open, or the simulator serves another client.
     #[error("{device}: in use by another process")]
     Busy {
-        /// The PCI address.
+        /// The PCI address, or `sim:PATH`.
         device: String,
-        /// The kernel's answer.
+        /// The kernel's answer, or the simulator's refusal naming the
+        /// client it serves when it can tell.
         #[source]
         source: io::Error,
     },

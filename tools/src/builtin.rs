@@ -1,11 +1,25 @@
 //! Which device a command talks to, and the built-in simulator that stands
 //! in when none is named.
+//!
+//! Every command that opens a device resolves `--device` (or
+//! `FDMA_DEVICE`) here: `sim:SOCKET` and PCI addresses are passed on to the
+//! driver; the keyword `sim`, an empty name or no name at all start a
+//! private simulator that lives as long as the command.
 
 #[cfg(feature = "sim")]
 use anyhow::Context;
 use anyhow::{bail, Result};
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// The keyword that asks for a private simulator (`--device sim`).
+pub const PRIVATE_SIM: &str = "sim";
+
+/// Whether `named` (from `--device` or `FDMA_DEVICE`) asks for a private
+/// simulator rather than naming a device.
+pub fn wants_private(named: Option<&str>) -> bool {
+    matches!(named, None | Some("") | Some(PRIVATE_SIM))
+}
 
 /// The device of one command: named by the user, or a built-in simulator
 /// running in a child process until this value drops.
@@ -22,11 +36,11 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
-    /// Use `named`, or start the built-in simulator.
+    /// Use `named`, or start the built-in simulator (no name, or `sim`).
     pub fn resolve(named: Option<String>) -> Result<DeviceArg> {
         match named {
-            Some(n) if !n.is_empty() => Ok(DeviceArg::Named(n)),
-            _ => start_builtin(),
+            Some(n) if !wants_private(Some(&n)) => Ok(DeviceArg::Named(n)),
+            n => start_builtin(n.is_some_and(|n| n == PRIVATE_SIM)),
         }
     }
 
@@ -59,7 +73,7 @@ impl Drop for DeviceArg {
 }
 
 #[cfg(feature = "sim")]
-fn start_builtin() -> Result<DeviceArg> {
+fn start_builtin(asked: bool) -> Result<DeviceArg> {
     use std::path::Path;
     use std::process::Command;
     let dir = tempfile::Builder::new()
@@ -68,7 +82,11 @@ fn start_builtin() -> Result<DeviceArg> {
         .context("temporary directory for the simulator socket")?;
     let sock = dir.path().join("fdma.sock");
     let exe = std::env::current_exe().context("locating the fdma executable")?;
-    eprintln!("fdma: no device named (--device or FDMA_DEVICE): using the built-in simulator");
+    if asked {
+        eprintln!("fdma: device `sim`: using the built-in simulator, private to this command");
+    } else {
+        eprintln!("fdma: no device named (--device or FDMA_DEVICE): using the built-in simulator");
+    }
     let mut child = Command::new(exe)
         .arg("sim")
         .arg("--socket")
@@ -95,7 +113,14 @@ fn start_builtin() -> Result<DeviceArg> {
 }
 
 #[cfg(not(feature = "sim"))]
-fn start_builtin() -> Result<DeviceArg> {
+fn start_builtin(asked: bool) -> Result<DeviceArg> {
+    if asked {
+        bail!(
+            "--device sim asks for the built-in simulator, which this build does not have \
+             (cargo feature `sim`): name a running one with --device sim:SOCKET \
+             (see `fdma list`) or a PCI address"
+        )
+    }
     bail!(
         "no device named: pass --device (sim:SOCKET or a PCI address) or set FDMA_DEVICE; \
          this build has no built-in simulator (cargo feature `sim`)"

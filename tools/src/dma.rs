@@ -1,5 +1,16 @@
 //! `fdma dma`: verified copies through the engine in any direction, with
 //! the rate each achieved in wall-clock time and in device time.
+//!
+//! # Alignment
+//!
+//! The engine copies between any byte addresses (descriptor `src`, `dst`
+//! and `len` have no alignment rule in the hardware contract, `fdma_hw::desc`;
+//! its realigner shifts source words onto destination words). What it
+//! treats differently is where a copy starts within a datapath word
+//! (`2^data_bytes_log2` bytes) and where it crosses write-payload and 4 KiB
+//! boundaries, so offsets within one page reach every case:
+//! `--host-offset` and `--dst-offset` take 0 to 4095. `--card-offset` is
+//! any byte of card memory, with the copy ending inside it.
 
 use anyhow::{bail, Context, Result};
 use fdma::{Device, Job};
@@ -23,12 +34,19 @@ pub struct DmaArgs {
     /// Channel to use.
     #[arg(long, default_value_t = 0)]
     channel: usize,
-    /// Card-memory offset of the card side.
+    /// Card-memory byte offset of the card side (any alignment; the copy
+    /// must end inside card memory).
     #[arg(long, default_value = "0", value_parser = crate::size::parse)]
     card_offset: u64,
-    /// Byte offset within the host buffers (unaligned copies).
-    #[arg(long, default_value_t = 0)]
-    host_offset: usize,
+    /// Byte offset of the data in the host source buffer (h2c, h2h), 0 to
+    /// 4095: unaligned copies.
+    #[arg(long, default_value = "0", value_parser = crate::size::parse)]
+    host_offset: u64,
+    /// Byte offset of the data in the host destination buffer (c2h, h2h), 0
+    /// to 4095. Default: --host-offset. A different value than the source's
+    /// makes h2h realign.
+    #[arg(long, value_parser = crate::size::parse)]
+    dst_offset: Option<u64>,
     /// Do not check the data (measure only).
     #[arg(long)]
     no_verify: bool,
@@ -47,6 +65,26 @@ pub struct DmaArgs {
 
 /// Default bytes per copy without `--input`.
 const DEFAULT_SIZE: u64 = 1 << 20;
+
+/// Host offsets stay within one page: that reaches every alignment the
+/// engine distinguishes (see the module docs).
+const PAGE: u64 = 4096;
+
+/// The host source and destination offsets, checked.
+fn host_offsets(a: &DmaArgs) -> Result<(usize, usize)> {
+    let dst = a.dst_offset.unwrap_or(a.host_offset);
+    for (opt, v) in [("--host-offset", a.host_offset), ("--dst-offset", dst)] {
+        if v >= PAGE {
+            bail!(
+                "{opt} {v}: host offsets are 0 to {} — the engine copies between any byte \
+                 addresses, and offsets within one page already reach every alignment it \
+                 treats differently (datapath words, payload and 4 KiB boundaries)",
+                PAGE - 1
+            );
+        }
+    }
+    Ok((a.host_offset as usize, dst as usize))
+}
 
 /// The data to copy: the `--input` file's first `size` bytes, else `None`
 /// (the generated pattern), and the bytes per copy.
@@ -149,6 +187,7 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
         bail!("--output writes the data read card to host: add c2h to --dir");
     }
     let (input, size) = source(a)?;
+    let (ho, hd) = host_offsets(a)?;
     let len = usize::try_from(size).context("size")?;
     let dev = Device::open(name).with_context(|| format!("opening {name}"))?;
     let card_mem = dev.config().card_mem_bytes();
@@ -166,13 +205,13 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
         );
     }
     let ch = dev.channel(a.channel)?;
-    let buf_len = len + a.host_offset;
-    let src = dev.alloc(buf_len).context("allocating the source buffer")?;
+    let src = dev
+        .alloc(len + ho)
+        .context("allocating the source buffer")?;
     let dst = dev
-        .alloc(buf_len)
+        .alloc(len + hd)
         .context("allocating the destination buffer")?;
     let clock_hz = dev.config().clock_mhz as f64 * 1e6;
-    let ho = a.host_offset;
     println!(
         "{}: channel {}, {} x {} per direction{}",
         dev.name(),
@@ -185,6 +224,17 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
             ", verified"
         }
     );
+    if ho != 0 || hd != 0 || a.card_offset != 0 {
+        let word = 1u64 << dev.config().data_bytes_log2;
+        println!(
+            "  offsets: host source +{ho}, host destination +{hd}, card {:#x} \
+             (bytes {}, {} and {} of {word}-byte datapath words)",
+            a.card_offset,
+            ho as u64 % word,
+            hd as u64 % word,
+            a.card_offset % word
+        );
+    }
     for d in dirs {
         let mut wall = Duration::ZERO;
         let mut cycles = 0u64;
@@ -201,13 +251,13 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
                 }
                 Dir::C2h => {
                     dev.card_write(a.card_offset, &want)?;
-                    dst.fill(ho, len, 0)?;
-                    job.c2h(a.card_offset, &dst, ho, len);
+                    dst.fill(hd, len, 0)?;
+                    job.c2h(a.card_offset, &dst, hd, len);
                 }
                 Dir::H2h => {
                     src.write_at(ho, &want)?;
-                    dst.fill(ho, len, 0)?;
-                    job.h2h(&src, ho, &dst, ho, len);
+                    dst.fill(hd, len, 0)?;
+                    job.h2h(&src, ho, &dst, hd, len);
                 }
             }
             let c0 = dev.cycles()?;
@@ -226,7 +276,7 @@ pub fn run(name: &str, a: &DmaArgs) -> Result<()> {
                         dev.card_read(a.card_offset, &mut g)?;
                         g
                     }
-                    Dir::C2h | Dir::H2h => dst.read_vec(ho, len)?,
+                    Dir::C2h | Dir::H2h => dst.read_vec(hd, len)?,
                 };
                 if let (true, Some(path)) = (last_c2h, &a.output) {
                     std::fs::write(path, &got)

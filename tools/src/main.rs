@@ -13,9 +13,10 @@
 //!   move it between its host driver and vfio-pci (root).
 //! * `fdma completions SHELL` prints a shell completion script.
 //!
-//! The device is `--device NAME` or `FDMA_DEVICE` (`sim:SOCKET` or a PCI
-//! address). With neither, `info` and `dma` start the built-in simulator in
-//! a child process for the duration of the command.
+//! The device is `--device NAME` or `FDMA_DEVICE`: `sim:SOCKET` (a running
+//! simulator, see `fdma list`), a PCI address, or `sim`. With `sim` or
+//! neither, `info`, `dma`, `reg` and `selftest` start the built-in simulator
+//! in a child process for the duration of the command.
 
 mod builtin;
 mod dma;
@@ -32,8 +33,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
 struct Cli {
-    /// The device: `sim:SOCKET` or a PCI address (`0000:01:00.0`). Default:
-    /// `FDMA_DEVICE`, else a built-in simulator started for this command.
+    /// The device: `sim:SOCKET`, a PCI address (`0000:01:00.0`), or `sim`
+    /// for a built-in simulator started for this command. Default:
+    /// `FDMA_DEVICE`, else `sim`.
     #[arg(short, long, global = true, env = "FDMA_DEVICE")]
     device: Option<String>,
     /// Where sysfs and /dev are (tests point this at a fake tree).
@@ -67,7 +69,8 @@ enum Cmd {
     /// registration cache. Exits non-zero if any check fails.
     #[command(after_help = SELFTEST_EXAMPLES)]
     Selftest(selftest::SelftestArgs),
-    /// List fdma cards (or other PCI functions) and whether fdma can use them.
+    /// List fdma cards (or other PCI functions) and whether fdma can use
+    /// them, then this user's running simulators.
     List(pci_cmds::ListArgs),
     /// Bind a PCI function to vfio-pci (root), optionally for a user.
     Bind(pci_cmds::BindArgs),
@@ -137,11 +140,11 @@ fn run(cli: Cli) -> Result<()> {
             reg::run(dev.name(), &a)
         }
         Cmd::Selftest(a) => {
-            if a.rescan && !matches!(cli.device.as_deref(), Some(d) if !d.is_empty()) {
+            if a.rescan && builtin::wants_private(cli.device.as_deref()) {
                 anyhow::bail!(
-                    "--rescan removes and rescans a PCI device; with no --device the built-in \
-                     simulator is used, which has no PCI function to rescan: name the card \
-                     with --device ADDR, or run without --rescan"
+                    "--rescan removes and rescans a PCI device; with no --device (or --device \
+                     sim) the built-in simulator is used, which has no PCI function to rescan: \
+                     name the card with --device ADDR, or run without --rescan"
                 );
             }
             let dev = builtin::DeviceArg::resolve(cli.device)?;

@@ -1,11 +1,15 @@
 //! `fdma list`, `fdma bind`, `fdma unbind`: find the card on a lab host and
 //! hand it to vfio-pci (and to a user), or give it back to its host driver.
+//! `fdma list` also shows the user's running simulators, from their
+//! announcements (`fdma_vfio_user::announce`), so it needs no simulator in
+//! this build.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use fdma::pci::{self, PciAddress, PciDevice, PciError, Sysfs};
+use fdma_vfio_user::announce::{self, Announcement};
 
 use crate::size;
 
@@ -38,8 +42,9 @@ pub struct ListArgs {
     /// List functions with these IDs instead of the fdma card's (hex).
     #[arg(long, value_name = "VVVV:DDDD", value_parser = parse_id)]
     id: Option<PciId>,
-    /// Print a JSON array of the functions instead of the table (notes go
-    /// to stderr).
+    /// Print a JSON array of the functions and simulators instead of the
+    /// tables (notes go to stderr). Each entry has `kind` (`pci` or `sim`)
+    /// and `device` (the name for --device).
     #[arg(long)]
     json: bool,
 }
@@ -68,7 +73,113 @@ pub struct UnbindArgs {
     addr: PciAddress,
 }
 
-/// Print the matching PCI functions and whether fdma can use each.
+/// The running simulators, for `fdma list`: none when `--id` names
+/// another device than the card; a runtime directory that cannot be read
+/// is a warning.
+fn simulators(a: &ListArgs) -> Vec<Announcement> {
+    let card = (fdma_hw::pci::VENDOR_ID, fdma_hw::pci::DEVICE_ID);
+    if let Some(PciId(v, d)) = a.id {
+        if v != card.0 || d.is_some_and(|d| d != card.1) {
+            return Vec::new();
+        }
+    }
+    announce::list().unwrap_or_else(|e| {
+        eprintln!("fdma: warning: cannot list running simulators: {e}");
+        Vec::new()
+    })
+}
+
+/// Who holds a busy simulator: `pid N (comm)`, `pid N` or nothing.
+fn client(s: &Announcement) -> String {
+    match s.client_pid {
+        Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(c) if !c.trim().is_empty() => format!("pid {pid} ({})", c.trim()),
+            _ => format!("pid {pid}"),
+        },
+        None => String::new(),
+    }
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+fn uptime(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
+fn sim_json(s: &Announcement) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "sim",
+        "device": s.device(),
+        "socket": s.socket,
+        "pid": s.pid,
+        "started": s.started,
+        "uptime_s": s.uptime_secs(),
+        "busy": s.busy,
+        "client_pid": s.client_pid,
+        "channels": s.channels,
+        "options": s.options,
+        "ready": !s.busy,
+        "reason": s.busy.then(|| {
+            let who = client(s);
+            if who.is_empty() { "busy: another client is connected".to_string() } else { format!("busy: {who} is connected") }
+        }),
+    })
+}
+
+/// Left-aligned columns, two spaces apart, the last unpadded.
+fn table<const N: usize>(head: [&str; N], rows: Vec<[String; N]>) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([head[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..N).map(width).collect();
+    let mut t = String::new();
+    for r in std::iter::once(head.map(String::from)).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == N {
+                line += cell;
+            } else {
+                line += &format!("{cell:<w$}  ", w = w[i]);
+            }
+        }
+        t += line.trim_end();
+        t.push('\n');
+    }
+    t
+}
+
+fn sim_table(sims: &[Announcement]) -> String {
+    let rows = sims
+        .iter()
+        .map(|s| {
+            let state = match (s.busy, client(s)) {
+                (false, _) => "free".to_string(),
+                (true, w) if w.is_empty() => "busy".to_string(),
+                (true, w) => format!("busy: {w}"),
+            };
+            let mut opts = vec![format!("{} channels", s.channels)];
+            opts.extend(s.options.iter().cloned());
+            [
+                s.device(),
+                s.pid.to_string(),
+                uptime(s.uptime_secs()),
+                state,
+                opts.join(", "),
+            ]
+        })
+        .collect();
+    table(["SIMULATOR", "PID", "UPTIME", "CLIENT", "OPTIONS"], rows)
+}
+
+/// Print the matching PCI functions and whether fdma can use each, then
+/// the running simulators.
 pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
     let card = (fdma_hw::pci::VENDOR_ID, fdma_hw::pci::DEVICE_ID);
     let filter = match (a.all, a.id) {
@@ -77,6 +188,7 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
         (false, None) => Some((card.0, Some(card.1))),
     };
     let devs = sys.list(filter).context("listing PCI devices")?;
+    let sims = simulators(a);
     if !sys.iommu_enabled() {
         let note = "note: the IOMMU is off (no IOMMU groups): enable VT-d/AMD-Vi in the firmware \
                     and add `intel_iommu=on iommu=pt` or `amd_iommu=on iommu=pt` to the kernel \
@@ -94,6 +206,8 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
                 let ready = readiness(sys, d);
                 let reason = ready.strip_prefix("no: ").map(str::to_string);
                 serde_json::json!({
+                    "kind": "pci",
+                    "device": d.address.to_string(),
                     "address": d.address.to_string(),
                     "vendor": format!("{:04x}", d.vendor),
                     "device": format!("{:04x}", d.device),
@@ -103,16 +217,14 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
                     "reason": reason,
                 })
             })
+            .chain(sims.iter().map(sim_json))
             .collect();
-        let text = serde_json::to_string_pretty(&arr)? + "\n";
-        return match std::io::stdout().lock().write_all(text.as_bytes()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        };
+        return print(serde_json::to_string_pretty(&arr)? + "\n");
     }
+    let mut text = String::new();
     if devs.is_empty() {
-        match filter {
-            None => println!("no PCI functions on this host"),
+        text += &match filter {
+            None => "no PCI functions on this host\n".to_string(),
             Some((v, d)) => {
                 let id = d.map_or(format!("{v:04x}"), |d| format!("{v:04x}:{d:04x}"));
                 let what = if (v, d) == (card.0, Some(card.1)) {
@@ -120,13 +232,30 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
                 } else {
                     ""
                 };
-                println!(
-                    "no PCI function with ID {id}{what}; `fdma list --all` shows every function"
-                );
+                format!(
+                    "no PCI function with ID {id}{what}; `fdma list --all` shows every function\n"
+                )
             }
-        }
-        return Ok(());
+        };
+    } else {
+        text += &pci_table(sys, &devs);
     }
+    if !sims.is_empty() {
+        text.push('\n');
+        text += &sim_table(&sims);
+    }
+    print(text)
+}
+
+/// Write to stdout; a listing piped into `head` is not an error.
+fn print(text: String) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn pci_table(sys: &Sysfs, devs: &[PciDevice]) -> String {
     let rows: Vec<[String; 5]> = devs
         .iter()
         .map(|d| {
@@ -139,35 +268,7 @@ pub fn list(sys: &Sysfs, a: &ListArgs) -> Result<()> {
             ]
         })
         .collect();
-    let head = ["ADDRESS", "ID", "DRIVER", "GROUP", "READY FOR FDMA"];
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].len())
-            .chain([head[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let w: Vec<usize> = (0..4).map(width).collect();
-    let mut table = String::new();
-    for r in std::iter::once(head.map(String::from)).chain(rows) {
-        table += &format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
-    }
-    // A listing piped into `head` is not an error.
-    match std::io::stdout().lock().write_all(table.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    table(["ADDRESS", "ID", "DRIVER", "GROUP", "READY FOR FDMA"], rows)
 }
 
 /// The "ready for fdma" column: bound to vfio-pci with a viable group, or

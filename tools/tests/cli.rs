@@ -54,6 +54,18 @@ fn bad_arguments_are_clear_errors_with_a_failing_exit() {
             vec!["--device", "0000:7f:1f.7", "info"],
             "no PCI device 0000:7f:1f.7",
         ),
+        (
+            vec!["--device", "sim:/nonexistent.sock", "dma"],
+            "cannot open sim:/nonexistent.sock",
+        ),
+        (
+            vec!["--device", "0000:zz:00.0", "reg", "read", "ID"],
+            "bad device name \"0000:zz:00.0\": expected sim:SOCKET or a PCI address",
+        ),
+        (
+            vec!["--device", "sim:", "selftest"],
+            "sim: needs a socket path",
+        ),
         (vec!["dma", "--size", "12q"], "unknown unit"),
         (
             vec!["dma", "--dir", "sideways", "--device", "sim:/nonexistent"],
@@ -117,4 +129,85 @@ fn completions_print_a_script_naming_the_subcommands() {
     }
     let o = fdma(&["completions", "tcsh"]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn unaligned_copies_round_trip_at_every_offset_combination() {
+    for (ho, dof, co) in [("3", "17", "0x1005"), ("4095", "0", "31"), ("0", "1", "0")] {
+        let args = [
+            "dma",
+            "--size",
+            "5000",
+            "--count",
+            "2",
+            "--host-offset",
+            ho,
+            "--dst-offset",
+            dof,
+            "--card-offset",
+            co,
+        ];
+        let o = fdma(&args);
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success(),
+            "{args:?}\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        assert!(
+            out.contains(&format!(
+                "offsets: host source +{ho}, host destination +{dof}"
+            )),
+            "{out}"
+        );
+        for d in ["h2c", "c2h", "h2h"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.trim_start().starts_with(d) && l.ends_with("ok")),
+                "{args:?}: {d} not verified:\n{out}"
+            );
+        }
+    }
+    // The alignment within datapath words is shown.
+    let out = ok(&[
+        "dma",
+        "--size",
+        "100",
+        "--count",
+        "1",
+        "--host-offset",
+        "33",
+        "--card-offset",
+        "0x47",
+    ]);
+    assert!(
+        out.contains("card 0x47 (bytes 1, 1 and 7 of 32-byte datapath words)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn offsets_outside_what_the_engine_distinguishes_are_refused() {
+    fails_with(
+        &["dma", "--host-offset", "4096"],
+        "--host-offset 4096: host offsets are 0 to 4095",
+    );
+    fails_with(
+        &["dma", "--dst-offset", "1M"],
+        "--dst-offset 1048576: host offsets are 0 to 4095",
+    );
+    fails_with(&["dma", "--host-offset=-1"], "\"-1\": not a size");
+    fails_with(&["dma", "--dst-offset", "three"], "not a size");
+    // A card range that ends past card memory, unaligned.
+    fails_with(
+        &[
+            "dma",
+            "--dir",
+            "c2h",
+            "--size",
+            "10",
+            "--card-offset",
+            "0xffffff7",
+        ],
+        "beyond the card memory of 256 MiB",
+    );
 }

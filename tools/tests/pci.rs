@@ -9,10 +9,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn fdma(root: Option<&Path>, args: &[&str]) -> (Output, String, String) {
+    // An empty runtime directory: simulators running elsewhere on this
+    // machine stay out of the listings.
+    let rt = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_fdma"));
     c.args(args)
         .env_remove("FDMA_DEVICE")
-        .env_remove("FDMA_SYSFS_ROOT");
+        .env_remove("FDMA_SYSFS_ROOT")
+        .env("XDG_RUNTIME_DIR", rt.path());
     if let Some(r) = root {
         c.env("FDMA_SYSFS_ROOT", r);
     }

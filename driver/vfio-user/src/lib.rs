@@ -36,6 +36,9 @@
 //!   server can answer ENOSYS and stay in step.
 //! * [`Capabilities`] is the JSON object of the VERSION message, with the
 //!   spec's defaults for omitted capabilities.
+//! * [`announce`] is how running servers are found: a JSON file per server
+//!   in a per-user runtime directory (not part of the vfio-user spec; this
+//!   project's convention, shared by the simulator, driver and tools).
 //!
 //! Server-to-client commands (DMA_READ, DMA_WRITE) use the same types; in
 //! twin-socket mode they and their replies travel on a second socket whose
@@ -47,6 +50,7 @@
 //! reply's is 8; DMA_MAP and SET_IRQS have no reply payload while DMA_UNMAP's
 //! reply echoes the request.
 
+pub mod announce;
 pub mod caps;
 pub mod conn;
 pub mod consts;

@@ -67,6 +67,46 @@ impl SimArgs {
         }
     }
 
+    /// The options that differ from the defaults, one short phrase each
+    /// (`link-down`, `die-after 1000`), for the server's announcement.
+    pub fn summary(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.no_link_model {
+            v.push("no-link-model".to_string());
+        }
+        if let Some(l) = self.link_latency {
+            v.push(format!("link-latency {l}"));
+        }
+        if let Some(b) = self.link_bytes_per_cycle {
+            v.push(format!("link-bytes-per-cycle {b}"));
+        }
+        if self.link_down {
+            v.push("link-down".into());
+        }
+        if let Some(n) = self.die_after {
+            v.push(format!("die-after {n}"));
+        }
+        if self.dma_reply_delay_ms > 0 {
+            v.push(format!("dma-reply-delay-ms {}", self.dma_reply_delay_ms));
+        }
+        if let Some(n) = self.dma_reply_fail_after {
+            v.push(format!("dma-reply-fail-after {n}"));
+        }
+        if self.dma_reply_timeout_ms != 5000 {
+            v.push(format!(
+                "dma-reply-timeout-ms {}",
+                self.dma_reply_timeout_ms
+            ));
+        }
+        if self.max_data_xfer_size != 1 << 20 {
+            v.push(format!("max-data-xfer-size {}", self.max_data_xfer_size));
+        }
+        if let Some(t) = &self.trace {
+            v.push(format!("trace {}", t.display()));
+        }
+        v
+    }
+
     /// The card and server configurations these options describe.
     pub fn configs(&self) -> (ServerConfig, SimConfig) {
         let mut link = LinkModel::default();
@@ -101,6 +141,10 @@ impl SimArgs {
 
 /// Serve until SIGTERM or SIGINT, then remove the sockets.
 ///
+/// While it serves, the server is announced in the user's runtime
+/// directory (`fdma_vfio_user::announce`), so that `fdma list` shows it; a
+/// directory that cannot be used costs only a warning.
+///
 /// The signals are blocked on the calling thread and read from a signalfd
 /// the server polls, so one can never slip in between a check and a
 /// blocking poll. Call it before starting other threads so they inherit the
@@ -115,6 +159,9 @@ pub fn run(args: &SimArgs) -> Result<(), ServerError> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| ServerError::io("signalfd", "SIGTERM/SIGINT", e.into()))?;
     let mut server = Server::new(cfg, sim)?;
+    if let Err(e) = server.announce(args.summary()) {
+        log::warn!("not announced (fdma list will not show this simulator): {e}");
+    }
     server.run(Some(std::os::fd::AsFd::as_fd(&sfd)))?;
     server.core().card.flush_trace();
     drop(server);

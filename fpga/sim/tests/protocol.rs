@@ -302,3 +302,38 @@ fn disconnect_unmaps_everything_and_keeps_device_state() {
     let mut c = connect(&sim);
     assert_eq!(c.reg(regs::SCRATCH.offset), 0x1234_5678);
 }
+
+/// A second client that connects and says nothing neither holds up the
+/// served client nor stays connected: it is closed after a second. The
+/// binary announces itself with the served client's pid.
+#[test]
+fn a_silent_second_client_does_not_hold_up_the_served_one() {
+    let sim = start();
+    let mut c = connect(&sim);
+    let silent = Connection::connect(&sim.sock, Limits::default()).unwrap();
+    let t0 = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(c.reg(regs::ID.offset), fdma_hw::id_value());
+    }
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(900),
+        "the served client waited {:?}",
+        t0.elapsed()
+    );
+    assert!(matches!(
+        silent.recv(Some(std::time::Duration::from_secs(10))),
+        Err(Error::Closed)
+    ));
+    assert_eq!(c.reg(regs::ID.offset), fdma_hw::id_value());
+
+    let anns = fdma_vfio_user::announce::list_in(&sim._dir.path().join("fdma")).unwrap();
+    assert_eq!(anns.len(), 1, "{anns:?}");
+    assert_eq!(anns[0].socket, sim.sock);
+    assert_eq!(anns[0].pid, sim.child.id());
+    assert!(anns[0].busy);
+    assert_eq!(anns[0].client_pid, Some(std::process::id()));
+    assert_eq!(
+        anns[0].options,
+        ["no-link-model", "dma-reply-timeout-ms 3000"]
+    );
+}

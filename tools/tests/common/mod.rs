@@ -44,3 +44,81 @@ pub fn fails_with(args: &[&str], want: &str) {
     let err = fails(args);
     assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
 }
+
+/// Run `fdma ARGS` with no device named and `XDG_RUNTIME_DIR` set to
+/// `runtime`, so that simulator announcements stay in the test's own
+/// directory.
+pub fn fdma_in(runtime: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fdma"))
+        .args(args)
+        .env_remove("FDMA_DEVICE")
+        .env("XDG_RUNTIME_DIR", runtime)
+        .output()
+        .expect("run fdma")
+}
+
+/// An `fdma sim` process announcing itself in a runtime directory of the
+/// test's; stopped with SIGTERM (a clean exit) on drop.
+pub struct SimProc {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its vfio-user socket.
+    pub socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProc {
+    /// Start `fdma sim --socket <tmp>/fdma.sock ARGS` and wait until it
+    /// serves.
+    pub fn start(runtime: &std::path::Path, args: &[&str]) -> SimProc {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("fdma.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fdma"))
+            .arg("sim")
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", runtime)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting fdma sim");
+        let ctl = format!("{}.ctl", socket.display());
+        let t0 = Instant::now();
+        while !std::path::Path::new(&ctl).exists() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("fdma sim exited at start: {st}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "simulator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        SimProc {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// The device name, `sim:<socket>`.
+    pub fn name(&self) -> String {
+        format!("sim:{}", self.socket.display())
+    }
+
+    /// Stop with SIGTERM and wait; the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().expect("wait for fdma sim")
+    }
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}

@@ -54,7 +54,12 @@ impl VfioUserBackend {
             minor: consts::VERSION_MINOR,
             caps: Some(caps),
         });
-        let (r, mut fds) = client.call(|| "VERSION".into(), &req, &[])?;
+        let (r, mut fds) = match client.call(|| "VERSION".into(), &req, &[]) {
+            Err(BackendError::Refused { errno, .. }) if errno == libc::EBUSY => {
+                return Err(busy(&name, path))
+            }
+            r => r?,
+        };
         let Reply::Version(v) = r else {
             return Err(client.unexpected("VERSION".into(), &r));
         };
@@ -199,6 +204,30 @@ impl VfioUserBackend {
             service: Mutex::new(Some(handle)),
             map_lock: Mutex::new(()),
         })
+    }
+}
+
+/// The error for a simulator that refused us because it serves another
+/// client, naming that client when the simulator's announcement says who it
+/// is (see `fdma_vfio_user::announce`).
+fn busy(name: &str, path: &Path) -> BackendError {
+    let holder = fdma_vfio_user::announce::find(path)
+        .and_then(|a| a.client_pid)
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match comm.trim() {
+                "" => format!("process {pid}"),
+                c => format!("process {pid} ({c})"),
+            }
+        })
+        .unwrap_or_else(|| "another client".into());
+    BackendError::Busy {
+        device: name.to_string(),
+        source: std::io::Error::other(format!(
+            "the simulator at {} serves one client at a time and {holder} is connected; \
+             wait for it to finish, or start another simulator",
+            path.display()
+        )),
     }
 }
 

@@ -11,7 +11,11 @@
 //!
 //! DMA mappings go into the IOMMU the card reaches host memory through
 //! ([`dma`]). A second client connecting while one is served gets an EBUSY
-//! error reply to its first message and is disconnected. When the client
+//! error reply to its first message and is disconnected (it has a second to
+//! send that message; waiting for it never holds up the served client).
+//! The served client's pid is known from `SO_PEERCRED`; a server that
+//! [announces itself](Server::announce) records it in its announcement, so
+//! that the refused client can name who holds the simulator. When the client
 //! disconnects, every DMA mapping is removed and every eventfd closed; the
 //! device state (registers, card memory) stays, as the spec asks.
 //!
@@ -51,8 +55,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fdma_vfio_user::announce::{AnnounceError, Announcement, Announcer};
 use fdma_vfio_user::{Connection, Error as ProtoError, Limits};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -136,8 +141,19 @@ pub struct Server {
     ctl: UnixListener,
     ctl_conns: Vec<CtlConn>,
     session: Option<Session>,
+    /// The connected client's pid (`SO_PEERCRED`), when known.
+    client_pid: Option<u32>,
+    /// Second clients waiting for their EBUSY reply, with their deadline.
+    rejects: Vec<(Connection, Instant)>,
+    announcer: Option<Announcer>,
     irq_scratch: Vec<u16>,
 }
+
+/// Most second clients waiting for their EBUSY reply at once; more are
+/// closed at once.
+const MAX_REJECTS: usize = 16;
+/// How long a second client has to send its first message.
+const REJECT_WAIT: Duration = Duration::from_secs(1);
 
 fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     match std::fs::remove_file(path) {
@@ -183,6 +199,9 @@ impl Server {
             ctl,
             ctl_conns: Vec::new(),
             session: None,
+            client_pid: None,
+            rejects: Vec::new(),
+            announcer: None,
             irq_scratch: Vec::new(),
             cfg,
         })
@@ -193,6 +212,35 @@ impl Server {
         &mut self.core
     }
 
+    /// Announce this server in the user's runtime directory (see
+    /// [`fdma_vfio_user::announce`]) until it is dropped, with `options`
+    /// summarizing how it differs from the defaults.
+    pub fn announce(&mut self, options: Vec<String>) -> Result<(), AnnounceError> {
+        let channels = self.core.card.engine().channels as u32;
+        let ann = Announcement::for_this_process(&self.cfg.socket, channels, options);
+        let mut a = Announcer::create(ann)?;
+        if self.session.is_some() {
+            a.set_client(Some(self.client_pid))?;
+        }
+        log::info!("announced in {}", a.path().display());
+        self.announcer = Some(a);
+        Ok(())
+    }
+
+    /// The announcement file, if the server announced itself.
+    pub fn announcement_path(&self) -> Option<&Path> {
+        self.announcer.as_ref().map(|a| a.path())
+    }
+
+    fn announce_client(&mut self) {
+        let client = self.session.as_ref().map(|_| self.client_pid);
+        if let Some(a) = self.announcer.as_mut() {
+            if let Err(e) = a.set_client(client) {
+                log::warn!("cannot update the announcement: {e}");
+            }
+        }
+    }
+
     fn end_session(&mut self, why: &str) {
         if self.session.take().is_some() {
             let maps = self.core.iommu.unmap_all();
@@ -201,6 +249,8 @@ impl Server {
                 "client disconnected ({why}); removed {} DMA mappings",
                 maps.len()
             );
+            self.client_pid = None;
+            self.announce_client();
         }
     }
 
@@ -213,16 +263,58 @@ impl Server {
             }
         };
         if self.session.is_some() {
-            reject_busy(sock);
+            if self.rejects.len() >= MAX_REJECTS {
+                log::info!("closing a further client at once (busy)");
+                return;
+            }
+            match Connection::new(sock, Limits::default()) {
+                Ok(c) => self.rejects.push((c, Instant::now() + REJECT_WAIT)),
+                Err(e) => log::info!("cannot set up the second client's connection: {e}"),
+            }
             return;
         }
+        let pid = peer_pid(&sock);
         match Connection::new(sock, Session::negotiated_limits(&self.core)) {
             Ok(c) => {
-                log::info!("client connected");
+                match pid {
+                    Some(p) => log::info!("client connected (pid {p})"),
+                    None => log::info!("client connected"),
+                }
                 self.session = Some(Session::new(c));
+                self.client_pid = pid;
+                self.announce_client();
             }
             Err(e) => log::warn!("cannot set up client connection: {e}"),
         }
+    }
+
+    /// Answer the second clients whose first message has come (`ready`
+    /// flags them, in order) with EBUSY, and drop those whose time is up.
+    fn serve_rejects(&mut self, ready: &[bool]) {
+        let now = Instant::now();
+        let holder = self.client_pid;
+        let mut keep = Vec::with_capacity(self.rejects.len());
+        for (i, (c, deadline)) in std::mem::take(&mut self.rejects).into_iter().enumerate() {
+            if ready.get(i).copied().unwrap_or(false) {
+                match c.recv(Some(Duration::from_millis(100))) {
+                    Ok(m) => {
+                        match holder {
+                            Some(p) => {
+                                log::info!("refusing a second client (EBUSY; pid {p} is connected)")
+                            }
+                            None => log::info!("refusing a second client (EBUSY)"),
+                        }
+                        let _ = c.send_error(m.header.msg_id, m.header.command, libc::EBUSY);
+                    }
+                    Err(e) => log::info!("second client sent nothing usable: {e}"),
+                }
+            } else if now < deadline {
+                keep.push((c, deadline));
+            } else {
+                log::info!("second client sent nothing within {REJECT_WAIT:?}; closed");
+            }
+        }
+        self.rejects = keep;
     }
 
     fn serve_client(&mut self) {
@@ -270,7 +362,7 @@ impl Server {
         loop {
             self.drain_pending();
             let busy = !self.core.card.is_quiescent() && !self.core.card.is_dead();
-            let (lst, ctl, sess, stp, ctls) = {
+            let (lst, ctl, sess, stp, ctls, rejs) = {
                 let mut fds = vec![
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
@@ -287,8 +379,15 @@ impl Server {
                 for c in &self.ctl_conns {
                     fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
                 }
+                let rbase = fds.len();
+                for (c, _) in &self.rejects {
+                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                }
                 let timeout = if busy {
                     PollTimeout::ZERO
+                } else if !self.rejects.is_empty() {
+                    // Wake up to close second clients that never speak.
+                    PollTimeout::from(100u8)
                 } else {
                     PollTimeout::NONE
                 };
@@ -298,17 +397,22 @@ impl Server {
                 }
                 let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
                 let ctls: Vec<bool> = (0..self.ctl_conns.len()).map(|i| ready(base + i)).collect();
+                let rejs: Vec<bool> = (0..self.rejects.len()).map(|i| ready(rbase + i)).collect();
                 (
                     ready(0),
                     ready(1),
                     sess.is_some_and(ready),
                     stp.is_some_and(ready),
                     ctls,
+                    rejs,
                 )
             };
             if stp {
                 log::info!("stop requested");
                 break;
+            }
+            if !self.rejects.is_empty() {
+                self.serve_rejects(&rejs);
             }
             if lst {
                 self.accept();
@@ -350,19 +454,12 @@ impl Drop for Server {
     }
 }
 
-/// Answer a second client's first message with EBUSY and drop it. Waits at
-/// most a second for that message.
-fn reject_busy(sock: UnixStream) {
-    let Ok(c) = Connection::new(sock, Limits::default()) else {
-        return;
-    };
-    match c.recv(Some(Duration::from_secs(1))) {
-        Ok(m) => {
-            log::info!("refusing a second client (EBUSY)");
-            let _ = c.send_error(m.header.msg_id, m.header.command, libc::EBUSY);
-        }
-        Err(e) => log::info!("second client sent nothing usable: {e}"),
-    }
+/// The pid of the process at the other end of `sock` (`SO_PEERCRED`).
+fn peer_pid(sock: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .and_then(|c| u32::try_from(c.pid()).ok())
+        .filter(|&p| p != 0)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

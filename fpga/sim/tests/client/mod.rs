@@ -45,6 +45,8 @@ pub fn start_bin(bin: &Path, args: &[&str]) -> Sim {
         .args(args)
         .arg("--dma-reply-timeout-ms")
         .arg("3000")
+        // Its announcement goes to the test's directory, removed with it.
+        .env("XDG_RUNTIME_DIR", dir.path())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
