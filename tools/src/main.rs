@@ -4,6 +4,8 @@
 //! * `fdma info` inspects a card without resetting it: identity,
 //!   capabilities, channel states, error registers.
 //! * `fdma dma` runs verified copies in every direction and reports rates.
+//! * `fdma bench` sweeps sizes, channels, queue depths and completion modes:
+//!   throughput, latency percentiles, CPU per job, as a table, JSON or plot.
 //! * `fdma reg read|write|dump` reads and writes registers by name or
 //!   offset, with their fields decoded.
 //! * `fdma selftest` checks a card end to end after it is plugged in or a
@@ -18,6 +20,7 @@
 //! neither, `info`, `dma`, `reg` and `selftest` start the built-in simulator
 //! in a child process for the duration of the command.
 
+mod bench;
 mod builtin;
 mod dma;
 mod info;
@@ -61,6 +64,10 @@ enum Cmd {
     Info(info::InfoArgs),
     /// Verified DMA copies in any direction, with rates.
     Dma(dma::DmaArgs),
+    /// Benchmark DMA: throughput, latency percentiles and CPU per job over
+    /// sizes, channels, queue depths and interrupt or poll completion.
+    #[command(after_help = bench::BENCH_HELP)]
+    Bench(bench::BenchArgs),
     /// Read, write or dump registers by name or offset, fields decoded.
     #[command(after_help = reg::REG_HELP)]
     Reg(reg::RegArgs),
@@ -135,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
             let dev = builtin::DeviceArg::resolve(cli.device)?;
             dma::run(dev.name(), &a)
         }
+        Cmd::Bench(a) => bench::main(cli.device, &a),
         Cmd::Reg(a) => {
             let dev = builtin::DeviceArg::resolve(cli.device)?;
             reg::run(dev.name(), &a)
