@@ -79,7 +79,7 @@ impl CacheInner {
     fn drain_shim(&self, s: &shim::Shim) {
         let _g = s.drain.lock().unwrap_or_else(|e| e.into_inner());
         let mut ranges = Vec::new();
-        s.ring.drain(|r| ranges.push(r));
+        let drained = s.ring.drain(|r| ranges.push(r));
         if s.ring.is_dead() && !s.dead_published.swap(true, Ordering::AcqRel) {
             log::error!(
                 "{}: the userfaultfd monitor stopped: every registration is invalidated and \
@@ -110,6 +110,8 @@ impl CacheInner {
             // Nobody waits for this one; the worker carries it out.
             drop(self.publish(r));
         }
+        // Only now may a lookup skip the drain lock (R4).
+        s.ring.published(drained);
     }
 
     /// An uncached entry's job has its fences (or failed to submit):

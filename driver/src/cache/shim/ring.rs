@@ -33,7 +33,12 @@ pub(crate) struct EventRing {
     head: AtomicU64,
     /// Records consumed (consumer-owned, under the cache's drain lock).
     tail: AtomicU64,
-    overflow: AtomicBool,
+    /// Records consumed *and published* to the cache: a lookup that finds
+    /// `head` beyond it must drain (or wait for the drain in progress).
+    published: AtomicU64,
+    /// Overflows so far (producer), and those published (consumer).
+    overflows: AtomicU64,
+    overflows_published: AtomicU64,
     /// The monitor stopped reading: events may be lost from here on.
     dead: AtomicBool,
     slots: Box<[Slot]>,
@@ -55,7 +60,9 @@ impl EventRing {
             seq: AtomicU64::new(0),
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
-            overflow: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            overflows_published: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             slots: (0..cap)
                 .map(|_| Slot {
@@ -78,7 +85,7 @@ impl EventRing {
         let h = self.head.load(Ordering::Relaxed);
         let t = self.tail.load(Ordering::Acquire);
         if h - t >= self.slots.len() as u64 {
-            self.overflow.store(true, Ordering::Release);
+            self.overflows.fetch_add(1, Ordering::Release);
             return;
         }
         let s = &self.slots[(h % self.slots.len() as u64) as usize];
@@ -144,17 +151,22 @@ impl EventRing {
         }
     }
 
-    /// Whether a drain would find something.
+    /// Whether something pushed is not yet published to the cache: then
+    /// the caller must drain, or wait (on the drain lock) for the drain in
+    /// progress to publish it.
     pub fn pending(&self) -> bool {
-        self.overflow.load(Ordering::Acquire)
-            || self.head.load(Ordering::Acquire) != self.tail.load(Ordering::Relaxed)
+        self.head.load(Ordering::Acquire) != self.published.load(Ordering::Acquire)
+            || self.overflows.load(Ordering::Acquire)
+                != self.overflows_published.load(Ordering::Acquire)
     }
 
-    /// Hand every published range to `f`, oldest first; after an overflow,
-    /// the whole address space. One consumer at a time (the caller holds
-    /// the drain lock).
-    pub fn drain(&self, mut f: impl FnMut(Range<u64>)) {
+    /// Hand every pushed range to `f`, oldest first; after an overflow, the
+    /// whole address space. One consumer at a time (the caller holds the
+    /// drain lock); call [`Drained::published`] once the ranges are
+    /// published to the cache.
+    pub fn drain(&self, mut f: impl FnMut(Range<u64>)) -> Drained {
         let h = self.head.load(Ordering::Acquire);
+        let o = self.overflows.load(Ordering::Acquire);
         let mut t = self.tail.load(Ordering::Relaxed);
         while t != h {
             let s = &self.slots[(t % self.slots.len() as u64) as usize];
@@ -163,10 +175,28 @@ impl EventRing {
         }
         // The slots are read before the producer may reuse them.
         self.tail.store(t, Ordering::Release);
-        if self.overflow.swap(false, Ordering::AcqRel) {
+        if o != self.overflows_published.load(Ordering::Relaxed) {
             f(0..u64::MAX);
         }
+        Drained {
+            head: h,
+            overflows: o,
+        }
     }
+
+    /// What [`Self::drain`] handed out is now published to the cache.
+    pub fn published(&self, d: Drained) {
+        self.published.store(d.head, Ordering::Release);
+        self.overflows_published
+            .store(d.overflows, Ordering::Release);
+    }
+}
+
+/// How far a drain went (see [`EventRing::published`]).
+#[must_use]
+pub(crate) struct Drained {
+    head: u64,
+    overflows: u64,
 }
 
 #[cfg(all(test, not(loom)))]
@@ -183,15 +213,19 @@ mod tests {
         r.end();
         assert_eq!(r.settle(Duration::ZERO), Settled::Yes);
         let mut got = vec![];
-        r.drain(|x| got.push(x));
+        let d = r.drain(|x| got.push(x));
         assert_eq!(got, vec![1..2, 3..4, 0..u64::MAX]);
+        assert!(r.pending(), "taken but not yet published");
+        r.published(d);
         assert!(!r.pending());
         r.begin();
         r.push(7, 8);
         r.end();
         got.clear();
-        r.drain(|x| got.push(x));
+        let d = r.drain(|x| got.push(x));
+        r.published(d);
         assert_eq!(got, vec![7..8]);
+        assert!(!r.pending());
     }
 
     #[test]
