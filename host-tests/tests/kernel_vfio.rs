@@ -271,15 +271,22 @@ fn intx_with_unmask() {
 /// registration, puts the device on the new pages for reads and writes;
 /// without `invalidate()` the device still reaches the old pages (the
 /// negative control: the positive half can fail). Then close leaves
-/// nothing pinned (C11).
+/// nothing pinned (C11). The explicit API alone (`Watch::Explicit`): with
+/// the MMU-notifier shim on, the re-backing of the negative control would
+/// itself invalidate the registration (`shim_munmap_mmap_on_kernel_vfio`).
 #[test]
 #[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
 fn cache_invalidate_on_kernel_vfio() {
-    use fdma::cache::{CacheOptions, RegCache};
+    use fdma::cache::{CacheOptions, RegCache, Watch};
     use fdma_host_tests::pattern;
     let edu = Edu::open(&edu_address()).expect("open edu through kernel VFIO");
     let space = fdma::mem::DmaSpace::new(edu.backend().clone(), 64).expect("DMA space");
-    let cache = RegCache::new(space, &CacheOptions::default()).expect("registration cache");
+    let opts = CacheOptions {
+        watch: Watch::Explicit,
+        ..Default::default()
+    };
+    let cache = RegCache::new(space, &opts).expect("registration cache");
+    assert!(!cache.shim_active(), "Watch::Explicit started the shim");
     let n = edu.max_dma();
     let len = 8192;
     let reg = |m: &UserMem| {
@@ -365,4 +372,298 @@ fn cache_invalidate_on_kernel_vfio() {
         "after close: {s:?}"
     );
     assert!(!rs2.is_valid() && !rs3.is_valid());
+}
+
+/// Anonymous memory this file maps and unmaps itself: `UserMem` re-backs
+/// with `MAP_FIXED` over the live mapping; the shim scenario needs a
+/// munmap and a new mapping at the same address.
+struct Anon {
+    p: *mut u8,
+    len: usize,
+}
+
+impl Anon {
+    /// `len` bytes (whole pages), zeroed, wherever the kernel puts them.
+    fn new(len: usize) -> Anon {
+        let len = len.next_multiple_of(4096);
+        // SAFETY: a new anonymous mapping at an address the kernel picks;
+        // it overlaps nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        Anon { p: p.cast(), len }
+    }
+
+    /// munmap the range, then map new zeroed pages at the same address
+    /// (`MAP_FIXED_NOREPLACE`: never over someone else's mapping).
+    fn munmap_mmap(&self) {
+        // SAFETY: our own mapping; no reference into it exists (data moves
+        // by raw copies only).
+        let rc = unsafe { libc::munmap(self.p.cast(), self.len) };
+        assert_eq!(rc, 0, "munmap: {}", std::io::Error::last_os_error());
+        // SAFETY: anonymous memory at the address just unmapped;
+        // MAP_FIXED_NOREPLACE fails rather than replace another mapping.
+        let q = unsafe {
+            libc::mmap(
+                self.p.cast(),
+                self.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            q,
+            libc::MAP_FAILED,
+            "mmap at {:p}: {}",
+            self.p,
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(q.cast(), self.p, "the new mapping is at the same address");
+    }
+
+    fn write(&self, data: &[u8]) {
+        assert!(data.len() <= self.len);
+        // SAFETY: inside the live mapping; no DMA runs now (edu's are
+        // synchronous) and no reference into it exists.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.p, data.len()) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    }
+
+    fn read(&self, len: usize) -> Vec<u8> {
+        assert!(len <= self.len);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let mut v = vec![0u8; len];
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::copy_nonoverlapping(self.p, v.as_mut_ptr(), len) };
+        v
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping (the one `munmap_mmap` put back, if it
+        // ran); nothing refers to it any more.
+        unsafe { libc::munmap(self.p.cast(), self.len) };
+    }
+}
+
+/// The MMU-notifier shim over kernel VFIO type1 (C2), with edu as the
+/// device: memory registered explicitly and used by DMA is unmapped and
+/// mapped again at the same address with new data. With the shim on, the
+/// userfaultfd event alone invalidates the registration (no `invalidate()`
+/// call): it goes invalid, its pages are unmapped from the IOMMU (a DMA to
+/// its IOVA faults), and a new registration puts edu on the new pages for
+/// reads and writes. With the shim off (`Watch::Explicit`), the same steps
+/// leave the stale registration valid and edu on the old pages: the
+/// negative control that proves the positive half can fail (D5). Each
+/// cache closes with nothing left pinned (C11).
+#[test]
+#[ignore = "needs QEMU's edu bound to vfio-pci: run scripts/guest-test"]
+fn shim_munmap_mmap_on_kernel_vfio() {
+    let edu = Edu::open(&edu_address()).expect("open edu through kernel VFIO");
+    let space = fdma::mem::DmaSpace::new(edu.backend().clone(), 64).expect("DMA space");
+    shim_munmap_mmap_part(&edu, &space, true);
+    shim_munmap_mmap_part(&edu, &space, false);
+}
+
+fn shim_munmap_mmap_part(edu: &Edu, space: &Arc<fdma::mem::DmaSpace>, on: bool) {
+    use fdma::cache::{CacheOptions, RegCache, Watch};
+    use fdma_host_tests::pattern;
+    let mode = if on { "shim on" } else { "shim off" };
+    let opts = CacheOptions {
+        watch: if on {
+            Watch::Userfaultfd
+        } else {
+            Watch::Explicit
+        },
+        ..Default::default()
+    };
+    let cache = RegCache::new(space.clone(), &opts).expect("registration cache");
+    if on {
+        assert!(
+            cache.shim_active(),
+            "the MMU-notifier shim is not active: userfaultfd is unavailable in this kernel \
+             or process (CONFIG_USERFAULTFD, vm.unprivileged_userfaultfd, /dev/userfaultfd; \
+             the cache's warning in the log says why), so this test cannot check it: {:?}",
+            cache.stats()
+        );
+    } else {
+        assert!(!cache.shim_active(), "Watch::Explicit started the shim");
+    }
+    let n = edu.max_dma() as usize;
+    let len = 8192;
+    let reg = |p: *const u8, len: usize| {
+        // SAFETY: the memory is only touched by copies through raw
+        // pointers (`Anon`, `UserMem`), never through references.
+        unsafe { cache.register(p, len, DmaProt::RW) }.expect("register")
+    };
+    // `mem` is the memory re-backed; `aux` carries data to and from edu's
+    // buffer.
+    let mem = Anon::new(len);
+    let aux = UserMem::new(len).unwrap();
+    let ra = reg(aux.ptr(), aux.len());
+    // What edu reads at `iova`: its buffer is loaded with a filler first,
+    // so a read that did not happen cannot pass for old data.
+    let edu_reads = |iova: u64| {
+        aux.write(0, &pattern(99, n));
+        edu.host_to_device(ra.iova(), 0, n as u64).unwrap();
+        edu.host_to_device(iova, 0, n as u64)
+            .expect("edu reads host memory");
+        edu.device_to_host(0, ra.iova(), n as u64).unwrap();
+        aux.read(0, n)
+    };
+    // edu writes `data` at `iova`.
+    let edu_writes = |iova: u64, data: &[u8]| {
+        aux.write(0, data);
+        edu.host_to_device(ra.iova(), 0, n as u64).unwrap();
+        edu.device_to_host(0, iova, n as u64)
+            .expect("edu writes host memory");
+    };
+
+    let old = pattern(1, n);
+    mem.write(&old);
+    let rm = reg(mem.p, mem.len);
+    assert_eq!(edu_reads(rm.iova()), old, "{mode}: first use");
+    let s = cache.stats();
+    if on {
+        assert_eq!(
+            (s.subscriptions, s.unwatched_explicit),
+            (2, 0),
+            "{mode}: the shim could not watch the registrations: {s:?}"
+        );
+    }
+
+    // munmap, and new pages at the same address with new data.
+    mem.munmap_mmap();
+    let new = pattern(2, n);
+    mem.write(&new);
+
+    if on {
+        // The userfaultfd event alone retires the registration: no lookup
+        // or registration runs meanwhile, so the shim's own thread
+        // publishes it and the cache's worker unmaps it.
+        let t0 = std::time::Instant::now();
+        let s = loop {
+            let s = cache.stats();
+            if !rm.is_valid()
+                && s.invalidations_shim >= 1
+                && s.invalidated_entries >= 1
+                && s.retired_pending == 0
+            {
+                break s;
+            }
+            assert!(
+                t0.elapsed() < conformance::DEVICE_TIMEOUT,
+                "{mode}: the munmap did not invalidate the registration within {:?}: \
+                 valid {}, {s:?}",
+                conformance::DEVICE_TIMEOUT,
+                rm.is_valid()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(s.invalidations_api, 0, "{s:?}");
+        assert_eq!(
+            (s.entries, s.pinned_bytes),
+            (1, aux.len() as u64),
+            "{mode}: only aux is left registered: {s:?}"
+        );
+        // The old pages are gone from the IOMMU: edu's read of the old
+        // IOVA faults (and edu still completes).
+        let before = conformance::edu::kernel_dmar_faults().expect("read the kernel log");
+        edu.host_to_device(rm.iova(), 0, n as u64)
+            .expect("edu completes a refused read");
+        let t0 = std::time::Instant::now();
+        while conformance::edu::kernel_dmar_faults().unwrap() <= before {
+            assert!(
+                t0.elapsed() < conformance::DEVICE_TIMEOUT,
+                "{mode}: no IOMMU fault for a read of the invalidated IOVA {:#x}",
+                rm.iova()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A new registration: edu reads the new pages...
+        let rm2 = reg(mem.p, mem.len);
+        assert!(rm2.is_valid());
+        assert_eq!(
+            edu_reads(rm2.iova()),
+            new,
+            "{mode}: edu reads the new pages"
+        );
+        // ...and writes them.
+        let written = pattern(3, n);
+        edu_writes(rm2.iova(), &written);
+        assert_eq!(mem.read(n), written, "{mode}: the process sees edu's write");
+        let s = cache.stats();
+        assert_eq!(
+            (s.registrations, s.entries, s.subscriptions),
+            (3, 2, 2),
+            "{s:?}"
+        );
+    } else {
+        // No event source, no invalidate(): the stale registration stays
+        // valid and edu reads the old pages...
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(rm.is_valid(), "{mode}: nothing invalidated it");
+        assert_eq!(
+            edu_reads(rm.iova()),
+            old,
+            "{mode}: without the shim edu reads the old pages"
+        );
+        // ...and writes them: the process's new pages keep its own data,
+        // the old pages (read back through the same IOVA) have edu's.
+        let written = pattern(3, n);
+        edu_writes(rm.iova(), &written);
+        assert_eq!(
+            mem.read(n),
+            new,
+            "{mode}: without the shim edu's write misses the new pages"
+        );
+        assert_eq!(
+            edu_reads(rm.iova()),
+            written,
+            "{mode}: edu's write went to the old pages"
+        );
+        let s = cache.stats();
+        assert_eq!(
+            (
+                s.invalidations_shim,
+                s.invalidations_api,
+                s.invalidated_entries,
+                s.subscriptions
+            ),
+            (0, 0, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!((s.registrations, s.entries), (2, 2), "{s:?}");
+    }
+
+    cache.close();
+    let s = cache.stats();
+    assert_eq!(
+        (
+            s.entries,
+            s.pinned_bytes,
+            s.retired_pending,
+            s.subscriptions
+        ),
+        (0, 0, 0, 0),
+        "{mode}: after close: {s:?}"
+    );
+    assert!(!rm.is_valid() && !ra.is_valid());
+    drop(mem);
 }

@@ -77,6 +77,7 @@ impl Entry {
 
     /// Whether the shim published an event over the range. Read on the
     /// signalling path: one atomic load (F10).
+    #[cfg_attr(loom, allow(dead_code))] // read by the channel's completion
     pub fn stale_event(&self) -> bool {
         self.stale_event.load(Ordering::Acquire)
     }

@@ -41,9 +41,14 @@ const LEN: u64 = 4096;
 const PUBLISH: u32 = 1;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(2, f)
+}
+
+/// [`model`] with another default preemption bound.
+fn model_bounded(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(2);
+        b.preemption_bound = Some(bound);
     }
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = std::time::Instant::now();
@@ -70,7 +75,11 @@ fn setup() -> (RegCache, std::sync::Arc<Log>, Arc<Mutex<Option<Fence>>>) {
         Box::new(move || slot.lock().unwrap().as_ref().map(Fence::is_signalled))
     };
     let (space, log) = test_backend::space(1024, Some(probe));
-    let cache = RegCache::new(space, &CacheOptions::default()).unwrap();
+    let opts = CacheOptions {
+        watch: Watch::Explicit,
+        ..CacheOptions::default()
+    };
+    let cache = RegCache::new(space, &opts).unwrap();
     (cache, log, slot)
 }
 
@@ -247,5 +256,90 @@ fn r4_registration_races_invalidation() {
         drop(committed);
         cache.close();
         assert_eq!(log.mapped(), 0);
+    });
+}
+
+/// C2, R4 with the MMU-notifier shim's publication: the monitor reads an
+/// unmap event of a registered page (the application's munmap returns at
+/// that moment) and publishes it through the ring; the application, once
+/// its munmap has returned, submits a job on the same address; the drain
+/// thread publishes and runs the worker. Whatever the interleaving, the job
+/// never commits against the page's old mapping: either the lookup waits
+/// for the odd count to move and drains the event, or it finds the range
+/// published (or being published: it waits on the drain lock), or it
+/// serves the page uncached. Models the real `sync_shim`, `drain_shim`,
+/// ring and worker; only the userfaultfd read is replaced by the push.
+#[test]
+fn r4_shim_publication_races_lookup_and_worker() {
+    // Four threads and the cache's locks: bound 1 keeps it to minutes.
+    model_bounded(1, || {
+        let (space, log) = test_backend::space(1024, None);
+        let cache = RegCache::with_detached_shim(space).unwrap();
+        let pre = cache.acquire(ADDR, LEN, DmaProt::RW).unwrap();
+        assert!(pre.subscribed && !pre.oneshot);
+        let read = Arc::new(crate::sync::AtomicBool::new(false));
+
+        let monitor = {
+            let (cache, log, read) = (cache.clone(), log.clone(), read.clone());
+            thread::spawn(move || {
+                let ring = &cache.shim().unwrap().ring;
+                log.mark(PUBLISH);
+                ring.begin();
+                // The kernel hands the event over: munmap returns.
+                read.store(true, crate::sync::Ordering::Release);
+                ring.push(ADDR, ADDR + LEN);
+                ring.end();
+            })
+        };
+        let app = {
+            let (cache, read) = (cache.clone(), read.clone());
+            thread::spawn(move || {
+                while !read.load(crate::sync::Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                let slot = Arc::new(Mutex::new(None));
+                let e = submit(&cache, &slot);
+                if let Some(e) = &e {
+                    if e.oneshot {
+                        cache.inner.release_oneshot(e);
+                    }
+                }
+                e
+            })
+        };
+        let drainer = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                cache.inner.sync_shim();
+                cache.inner.run_queued();
+            })
+        };
+        monitor.join().unwrap();
+        let committed = app.join().unwrap();
+        drainer.join().unwrap();
+        cache.inner.sync_shim();
+        cache.inner.run_queued();
+
+        if let Some(e) = &committed {
+            assert!(
+                !Arc::ptr_eq(e, &pre),
+                "C2: a job committed against the old mapping after munmap returned: {:?}",
+                log.events()
+            );
+            assert!(
+                !mapped_before_publish(&log.events(), e),
+                "C2: the job's mapping predates the event: {:?}",
+                log.events()
+            );
+        }
+        assert!(!pre.is_valid(), "the event retired the old entry");
+        assert!(
+            pre.stale_event(),
+            "jobs on the old entry would report StaleMemory"
+        );
+        drop(committed);
+        drop(pre);
+        cache.close();
+        assert_eq!(log.mapped(), 0, "{:?}", log.events());
     });
 }

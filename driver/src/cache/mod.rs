@@ -83,6 +83,7 @@ mod tests;
 
 pub(crate) use entry::Entry;
 pub use stats::{CacheOptions, CacheSnapshot, CacheStats, Watch};
+#[cfg_attr(loom, allow(unused_imports))] // used by the channel, not built under loom
 pub(crate) use watch::OneShot;
 
 use crate::backend::{DmaProt, DmaSource};
@@ -280,7 +281,7 @@ impl RegCache {
     }
 
     /// A cache whose shim has no monitor: the model feeds its ring by hand.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) fn with_detached_shim(space: Arc<DmaSpace>) -> Result<RegCache> {
         let c = RegCache::new(space, &CacheOptions::default())?;
         let _ = c.inner.shim.set(shim::Shim::detached());
@@ -288,7 +289,7 @@ impl RegCache {
     }
 
     /// The shim, in tests and models.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) fn shim(&self) -> Option<&shim::Shim> {
         self.inner.shim.get()
     }

@@ -59,6 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Subscriptions at most this long are dropped when their entry goes.
+#[cfg_attr(loom, allow(dead_code))]
 pub const UNSUBSCRIBE_MAX: u64 = 1 << 20;
 
 /// How long a lookup waits for the monitor to publish a read before it
@@ -67,6 +68,7 @@ const SETTLE_BOUND: Duration = Duration::from_millis(100);
 
 /// Why a range is not watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) enum Unwatched {
     /// The kernel refused the subscription (`EBUSY`, `EINVAL`, `ENOMEM`).
     Refused,
@@ -77,6 +79,7 @@ pub(crate) enum Unwatched {
 }
 
 /// One cache's shim.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct Shim {
     pub ring: Arc<EventRing>,
     /// Serialises drains (the ring has one consumer).
@@ -96,7 +99,7 @@ pub(crate) struct Shim {
 impl Shim {
     /// A shim with no monitor (loom models, and `Watch::Explicit`-like
     /// tests): subscriptions always succeed, the ring is fed by hand.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub fn detached() -> Shim {
         Shim {
             ring: Arc::new(EventRing::new(ring::CAPACITY)),
@@ -193,6 +196,7 @@ impl Shim {
     }
 
     /// How the userfaultfd was opened, if it was.
+    #[cfg_attr(loom, allow(dead_code))]
     pub fn opened(&self) -> Option<crate::uffd::Opened> {
         #[cfg(not(loom))]
         {

@@ -14,6 +14,8 @@
 //! The producer never blocks, locks or allocates: when the ring is full it
 //! sets the overflow flag, and the consumer invalidates everything.
 
+#![cfg_attr(all(loom, not(test)), allow(dead_code))] // the monitor side is not built under loom
+
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use std::ops::Range;
 use std::time::Duration;
@@ -100,6 +102,7 @@ impl EventRing {
     }
 
     /// The monitor stops for good (an error reading, or shutdown).
+    #[cfg_attr(loom, allow(dead_code))]
     pub fn set_dead(&self) {
         self.dead.store(true, Ordering::Release);
     }
