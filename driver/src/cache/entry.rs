@@ -41,6 +41,8 @@ pub(crate) struct Entry {
     /// The shim published an unmap or re-backing of the range: jobs on it
     /// that complete from now on fail with `StaleMemory` (C3).
     stale_event: AtomicBool,
+    /// The frames pinned at registration, when the frame check is on.
+    pub frames: Option<Box<[u64]>>,
 }
 
 impl Entry {
@@ -60,7 +62,14 @@ impl Entry {
             subscribed: false,
             oneshot: false,
             stale_event: AtomicBool::new(false),
+            frames: None,
         }
+    }
+
+    /// Record the frames pinned at registration (the frame check).
+    pub fn with_frames(mut self, frames: Option<Box<[u64]>>) -> Entry {
+        self.frames = frames;
+        self
     }
 
     /// Record how the shim watches the entry.

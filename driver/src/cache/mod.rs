@@ -68,6 +68,7 @@
 //! anonymous pages for a child.
 
 mod entry;
+mod frames;
 mod publish;
 pub(crate) mod shim;
 mod stats;
@@ -166,6 +167,7 @@ pub(crate) struct CacheInner {
     stats: CacheStats,
     worker: Worker,
     watch: Watch,
+    verify_frames: bool,
     /// The MMU-notifier shim, once started (`Watch::Userfaultfd`).
     shim: std::sync::OnceLock<shim::Shim>,
 }
@@ -255,6 +257,7 @@ impl RegCache {
             stats: CacheStats::default(),
             worker: Worker::default(),
             watch: opts.watch,
+            verify_frames: opts.verify_frames,
             shim: std::sync::OnceLock::new(),
         });
         #[cfg(not(loom))]
@@ -455,6 +458,15 @@ impl CacheInner {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The frame check: whether the frames behind `e`'s range changed
+    /// since it was registered (false when the check is off).
+    fn frames_moved(&self, e: &Entry) -> bool {
+        match &e.frames {
+            Some(pinned) => frames::frames(e.start, e.len).as_deref() != Some(&pinned[..]),
+            None => false,
+        }
+    }
+
     /// Whether a publication newer than `e` overlaps it (R4).
     fn is_stale(&self, e: &Entry) -> bool {
         self.pubs.stale(e.gen, e.start, e.start + e.len)
@@ -465,13 +477,17 @@ impl CacheInner {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return self.register_as(r, prot, false, Serve::Uncached);
         }
+        let mut moved = None;
         let keep_prot = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = index.covering(r.start, r.end) {
                 if e.grants(prot) && e.is_valid() && !self.is_stale(e) {
-                    e.touch(self.clock.fetch_add(1, Ordering::Relaxed));
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(e.clone());
+                    if !self.frames_moved(e) {
+                        e.touch(self.clock.fetch_add(1, Ordering::Relaxed));
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(e.clone());
+                    }
+                    moved = Some(e.clone());
                 }
             }
             // An explicit registration is the caller's promise to itself:
@@ -503,6 +519,18 @@ impl CacheInner {
                 _ => None,
             }
         };
+        if let Some(e) = moved {
+            // The frame check caught a stale registration: retire it.
+            let first = self.write_index().take_out(&e);
+            if first {
+                self.retired(&e, &self.stats.frame_mismatches);
+            }
+            log::warn!(
+                "{}: registration {e:?} no longer holds the pages at its addresses \
+                 (re-backed without an event or invalidate()); registering again",
+                self.space.backend().name()
+            );
+        }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let prot = match keep_prot {
             Some(p) => DmaProt {
@@ -593,8 +621,15 @@ impl CacheInner {
             }
         };
         sub.armed = false;
+        let frames = if self.verify_frames && !oneshot {
+            frames::frames(r.start, len)
+        } else {
+            None
+        };
         let entry = Arc::new(
-            Entry::new(r.start, len, iova, prot, gen, explicit).watched(subscribed, oneshot),
+            Entry::new(r.start, len, iova, prot, gen, explicit)
+                .watched(subscribed, oneshot)
+                .with_frames(frames),
         );
         entry.touch(self.clock.fetch_add(1, Ordering::Relaxed));
         // Events read while this range was pinned are published before the

@@ -24,6 +24,7 @@ pub struct CacheStats {
     pub(crate) uncached: AtomicU64,
     pub(crate) unwatched_explicit: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
+    pub(crate) frame_mismatches: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -70,6 +71,10 @@ pub struct CacheSnapshot {
     pub unwatched_explicit: u64,
     /// Ranges subscribed to the shim's events now.
     pub subscriptions: u64,
+    /// Hits refused by the frame check
+    /// ([`CacheOptions::verify_frames`]): stale registrations no event
+    /// source reported.
+    pub frame_mismatches: u64,
 }
 
 impl CacheStats {
@@ -95,6 +100,7 @@ impl CacheStats {
             uncached: r(&self.uncached),
             unwatched_explicit: r(&self.unwatched_explicit),
             subscriptions: r(&self.subscriptions),
+            frame_mismatches: r(&self.frame_mismatches),
         }
     }
 }
@@ -114,6 +120,12 @@ pub struct CacheOptions {
     /// How the cache learns that registered memory was unmapped or
     /// re-backed (C9).
     pub watch: Watch,
+    /// Debug mode: on every hit, compare the page frames behind the range
+    /// with those pinned at registration (`/proc/self/pagemap`, needs
+    /// CAP_SYS_ADMIN), and treat a mismatch as a miss. Costs a pagemap
+    /// read per hit; for hunting stale registrations, not for production.
+    /// `FDMA_CACHE_VERIFY_FRAMES=1` turns it on too.
+    pub verify_frames: bool,
 }
 
 /// The event source of a cache (C9).
@@ -140,6 +152,7 @@ impl Default for CacheOptions {
             max_pinned_bytes: 1 << 30,
             reserved_mappings: 256,
             watch: Watch::Userfaultfd,
+            verify_frames: std::env::var_os("FDMA_CACHE_VERIFY_FRAMES").is_some_and(|v| v == "1"),
         }
     }
 }

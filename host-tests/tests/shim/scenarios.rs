@@ -449,3 +449,112 @@ fn own_userfaultfd(p: *mut u8, len: usize) -> std::os::fd::OwnedFd {
     );
     fd
 }
+
+/// A blind spot, as documented: a hole punched through a memfd's fd
+/// re-backs a shared mapping without any event, so the registration stays
+/// (the device reads the old page) until the application calls
+/// `invalidate()`, after which the device reads the new data.
+pub fn blind_memfd(r: &Rig) {
+    use std::os::fd::AsRawFd;
+    let len = 64 * KIB;
+    let fd =
+        nix::sys::memfd::memfd_create(c"fdma-blind", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+            .expect("memfd_create");
+    nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
+    // SAFETY: a shared mapping of our own memfd.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let p = p.cast::<u8>();
+    write(p, &pattern(30, len));
+    assert_eq!(try_h2c(r, 0, p, len, 0), Ok(()));
+    let before = stats(r);
+    assert_eq!(before.subscriptions, 1, "shmem is watchable: {before:?}");
+    // SAFETY: punches a hole in our own memfd.
+    let rc = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            len as libc::off_t,
+        )
+    };
+    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    write(p, &pattern(31, len));
+    assert_eq!(try_h2c(r, 0, p, len, 0x10_0000), Ok(()));
+    assert_same(
+        &card(r, 0x10_0000, len),
+        &pattern(30, len),
+        "blind spot: after PUNCH_HOLE the device still reads the old page",
+    );
+    let s = stats(r);
+    assert_eq!(
+        s.invalidations_shim, before.invalidations_shim,
+        "no event: {s:?}"
+    );
+    // The documented remedy.
+    r.dev.cache().unwrap().invalidate(p, len).unwrap();
+    assert_eq!(try_h2c(r, 0, p, len, 0x20_0000), Ok(()));
+    assert_same(
+        &card(r, 0x20_0000, len),
+        &pattern(31, len),
+        "after invalidate()",
+    );
+    munmap(p, len);
+}
+
+/// A blind spot, as documented: SysV shared memory cannot be subscribed
+/// in write-protect mode (and `shmdt` sends no event), so it is served
+/// uncached: correct, counted, never a hit.
+pub fn sysv(r: &Rig) {
+    let len = 64 * KIB;
+    // SAFETY: a private SysV segment, removed below.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+    // SAFETY: attaches the segment anywhere.
+    let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+    assert_ne!(p as isize, -1, "shmat");
+    let p = p.cast::<u8>();
+    let before = stats(r);
+    for round in 0..2u64 {
+        write(p, &pattern(40 + round, len));
+        assert_eq!(try_h2c(r, 0, p, len, 0), Ok(()));
+        assert_same(&card(r, 0, len), &pattern(40 + round, len), "SysV shm");
+    }
+    let s = stats(r);
+    assert_eq!(s.uncached - before.uncached, 2, "served uncached: {s:?}");
+    assert_eq!(s.hits, before.hits, "{s:?}");
+    // SAFETY: detaches and removes our own segment.
+    unsafe {
+        libc::shmdt(p.cast());
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+    }
+}
+
+/// The frame check with the shim off: re-back, and the next hit is refused.
+pub fn frames(r: &Rig) {
+    let len = 64 * KIB;
+    let p = mmap_at(std::ptr::null_mut(), len, 0);
+    write(p, &pattern(50, len));
+    assert_eq!(try_h2c(r, 0, p, len, 0), Ok(()));
+    assert_eq!(try_h2c(r, 0, p, len, 0), Ok(()));
+    let before = stats(r);
+    assert_eq!((before.hits, before.frame_mismatches), (1, 0), "{before:?}");
+    munmap(p, len);
+    mmap_at(p, len, libc::MAP_FIXED_NOREPLACE);
+    write(p, &pattern(51, len));
+    assert_eq!(try_h2c(r, 0, p, len, 0x10_0000), Ok(()));
+    assert_same(&card(r, 0x10_0000, len), &pattern(51, len), "frame check");
+    let s = stats(r);
+    assert_eq!(s.frame_mismatches, 1, "{s:?}");
+    assert_eq!(s.hits, before.hits, "{s:?}");
+    munmap(p, len);
+}
