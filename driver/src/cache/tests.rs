@@ -23,6 +23,7 @@ fn opts(max_entries: u32, max_pinned_bytes: u64) -> CacheOptions {
         reserved_mappings: 0,
         // Fake addresses: nothing to subscribe. The shim has its own tests.
         watch: Watch::Explicit,
+        verify_frames: false,
     }
 }
 
