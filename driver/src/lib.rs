@@ -31,7 +31,9 @@
 //! * Process memory (the application's own buffers) reaches the device
 //!   through the [`cache::RegCache`]: pinned and mapped on first use,
 //!   reused after, retired without waiting on the device, and invalidated
-//!   explicitly before the application re-backs it (C1–C12, R4).
+//!   when the application unmaps or re-backs it: the MMU-notifier shim
+//!   learns of that from userfaultfd events, [`cache::RegCache::invalidate`]
+//!   covers what no event reports (C1–C12, R4).
 //! * A [`Job`] is a scatter-gather list of copies — host to card, card to
 //!   host, host to host — submitted to a [`Channel`] (one hardware ring).
 //!   [`Channel::submit`] returns a [`Fence`]: wait on it (with a timeout),

@@ -10,6 +10,11 @@
 //!
 //! # Contracts
 //!
+//! * **C2 No stale hit.** Once the MMU-notifier shim ([`shim`]) has
+//!   published an unmap or re-backing of a range, no lookup returns an
+//!   entry overlapping it and no commit succeeds against one: every lookup
+//!   and commit first waits (bounded) for the monitor to publish what it
+//!   has read, and drains it into the publication list.
 //! * **C1 Hit correctness.** A lookup hits only an entry that covers the
 //!   whole (page-rounded) request, grants the access asked for, is valid,
 //!   and is not stale (no published invalidation newer than it overlaps
@@ -18,9 +23,13 @@
 //!   publishes the range first (from then on no commit against an entry
 //!   overlapping it succeeds, R4), then the cache's worker thread retires
 //!   the overlapping entries, waits for their fences (bounded by F3),
-//!   unmaps and unpins them; `invalidate` returns when that is done. Call
-//!   it before re-backing memory (munmap, `MAP_FIXED`, `MADV_DONTNEED`);
-//!   without it the device keeps reaching the old pages (D5).
+//!   unmaps and unpins them; `invalidate` returns when that is done. The
+//!   shim's publications are carried out the same way, by the worker,
+//!   never by the thread that reads the events; jobs on their entries that
+//!   complete afterwards fail with `StaleMemory` (best effort). Call
+//!   `invalidate` before re-backing memory no event reports (see the
+//!   shim's blind spots), or with [`Watch::Explicit`]; without it the
+//!   device keeps reaching the old pages (D5).
 //! * **C4 IOVA quarantine.** A retired entry's IOVA range is freed only
 //!   after its fences have signalled and the unmap is done.
 //! * **C5 Eviction never blocks on the device.** LRU, count and size
@@ -42,7 +51,15 @@
 //!   heap allocations side by side) retire each other in turn: correct, but
 //!   every use misses. Give DMA buffers pages of their own.
 //! * **C8** Registration (pin and map, a system call) runs outside the
-//!   cache lock and is inserted afterwards, re-checking under the lock.
+//!   cache lock and is inserted afterwards, re-checking under the lock. The
+//!   shim's monitor thread takes no lock, allocates nothing and logs
+//!   nothing: the application's munmap waits for it.
+//! * **C9 Event sources.** userfaultfd events on every range the cache
+//!   registers ([`Watch::Userfaultfd`], the default) plus
+//!   [`RegCache::invalidate`]. A range no source can watch is served
+//!   uncached (mapped for one job, counted in [`CacheSnapshot::uncached`]),
+//!   never silently trusted; [`Watch::Explicit`] is the application's
+//!   promise to call `invalidate` itself.
 //! * **C11 Teardown.** [`RegCache::close`] (run by `Device::close`) retires
 //!   everything, waits for the worker to unmap it, and reports any counter
 //!   not back to zero.
@@ -70,7 +87,7 @@
 mod entry;
 mod frames;
 mod publish;
-pub(crate) mod shim;
+pub mod shim;
 mod stats;
 mod watch;
 mod worker;

@@ -6,14 +6,14 @@
 //! and the device keeps reaching them while the application uses new pages
 //! at the same address. The shim stands in for the kernel's mmu_notifier:
 //! every range the cache registers is subscribed to userfaultfd events
-//! ([`crate::uffd`]), and every unmap or re-backing of it invalidates the
+//! (`uffd.rs`), and every unmap or re-backing of it invalidates the
 //! overlapping registrations before a stale one can be used.
 //!
 //! # How it works
 //!
 //! * **Monitor** (thread `fdma-uffd`): waits for the userfaultfd, makes the
 //!   publication count odd, reads the events into a buffer on its stack,
-//!   pushes their ranges into the [`ring::EventRing`], makes the count
+//!   pushes their ranges into the event ring, makes the count
 //!   even, and wakes the drain thread. It never takes a lock, allocates,
 //!   frees, logs or unmaps (C8): the application's munmap waits for it to
 //!   read, and any of those could wait for the application in turn. A
