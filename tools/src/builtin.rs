@@ -87,12 +87,28 @@ fn start_builtin(asked: bool) -> Result<DeviceArg> {
     } else {
         eprintln!("fdma: no device named (--device or FDMA_DEVICE): using the built-in simulator");
     }
-    let mut child = Command::new(exe)
-        .arg("sim")
-        .arg("--socket")
-        .arg(&sock)
-        .spawn()
-        .context("starting the built-in simulator")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("sim").arg("--socket").arg(&sock);
+    // The private simulator must not outlive this command, however it
+    // ends (killed, or SIGPIPE from `fdma info | head`): the kernel sends
+    // it SIGTERM, on which it removes its socket and announcement.
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only prctl and getppid, which are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().context("starting the built-in simulator")?;
     let ctl = format!("{}.ctl", sock.display());
     let t0 = Instant::now();
     while !Path::new(&ctl).exists() {

@@ -111,6 +111,11 @@ Each check prints `PASS|FAIL|SKIP  name  detail (time)`, then
 `selftest: N passed, M failed, K skipped`; the exit code is 1 if any failed.";
 
 fn main() {
+    // `fdma info | head` ends quietly when the reader goes away, as other
+    // command-line tools do, instead of panicking on the broken pipe.
+    // SAFETY: restores the default disposition of one signal before any
+    // thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

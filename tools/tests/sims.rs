@@ -201,3 +201,32 @@ fn device_sim_is_a_private_simulator_for_every_command() {
     assert!(!o.status.success());
     assert!(err.contains("no PCI function to rescan"), "{err}");
 }
+
+/// `fdma info | head -1`: the reader goes away, fdma ends quietly on the
+/// broken pipe (no panic), and its private simulator does not outlive it.
+#[test]
+fn a_closed_pipe_ends_fdma_quietly_and_takes_its_simulator_along() {
+    let rt = tempfile::tempdir().unwrap();
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            &format!("'{}' info | head -1", env!("CARGO_BIN_EXE_fdma")),
+        ])
+        .env_remove("FDMA_DEVICE")
+        .env("XDG_RUNTIME_DIR", rt.path())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("device"), "{out}");
+    assert!(!err.contains("panicked"), "{err}");
+    let t0 = std::time::Instant::now();
+    while !listed_sims(rt.path()).is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the private simulator outlived fdma: {:?}",
+            listed_sims(rt.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
