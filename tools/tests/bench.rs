@@ -7,74 +7,21 @@ mod common;
 
 use common::*;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-/// A simulator of the test's own (several commands use one), killed on
-/// drop.
-struct Sim {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+/// `fdma --device SIM bench ARGS`, required to succeed; stdout.
+fn bench(sim: &SimProc, args: &[&str]) -> String {
+    let name = sim.name();
+    let mut all = vec!["--device", name.as_str(), "bench"];
+    all.extend_from_slice(args);
+    ok(&all)
 }
 
-impl Sim {
-    fn start() -> Sim {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("fdma.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fdma"))
-            .arg("sim")
-            .arg("--socket")
-            .arg(&socket)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting fdma sim");
-        let ctl = format!("{}.ctl", socket.display());
-        let t0 = Instant::now();
-        while !Path::new(&ctl).exists() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("fdma sim exited at start: {st}");
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "simulator did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Sim {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn name(&self) -> String {
-        format!("sim:{}", self.socket.display())
-    }
-
-    /// `fdma --device SIM bench ARGS`, required to succeed; stdout.
-    fn bench(&self, args: &[&str]) -> String {
-        let name = self.name();
-        let mut all = vec!["--device", name.as_str(), "bench"];
-        all.extend_from_slice(args);
-        ok(&all)
-    }
-
-    /// `fdma --device SIM bench ARGS`, required to fail; stderr.
-    fn bench_fails(&self, args: &[&str]) -> String {
-        let name = self.name();
-        let mut all = vec!["--device", name.as_str(), "bench"];
-        all.extend_from_slice(args);
-        fails(&all)
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `fdma --device SIM bench ARGS`, required to fail; stderr.
+fn bench_fails(sim: &SimProc, args: &[&str]) -> String {
+    let name = sim.name();
+    let mut all = vec!["--device", name.as_str(), "bench"];
+    all.extend_from_slice(args);
+    fails(&all)
 }
 
 /// One table row, parsed.
@@ -137,10 +84,13 @@ fn plausible(r: &Row) {
 
 #[test]
 fn the_table_has_a_row_per_point_with_plausible_figures() {
-    let sim = Sim::start();
-    let out = sim.bench(&[
-        "--sizes", "4k,16k", "--depths", "1,4", "--mode", "both", "--jobs", "6",
-    ]);
+    let sim = SimProc::start_private(&[]);
+    let out = bench(
+        &sim,
+        &[
+            "--sizes", "4k,16k", "--depths", "1,4", "--mode", "both", "--jobs", "6",
+        ],
+    );
     assert!(out.contains("8 points, 6 jobs per channel each"), "{out}");
     assert!(out.contains("first job of each point verified"), "{out}");
     let header = out.lines().find(|l| l.starts_with("dir")).expect(&out);
@@ -167,36 +117,42 @@ fn the_table_has_a_row_per_point_with_plausible_figures() {
     }
 
     // Every direction, two channels at once, and a timed point.
-    let out = sim.bench(&[
-        "--dir",
-        "all",
-        "--sizes",
-        "8k",
-        "--channels",
-        "1,2",
-        "--depths",
-        "2",
-        "--mode",
-        "irq",
-        "--jobs",
-        "3",
-    ]);
+    let out = bench(
+        &sim,
+        &[
+            "--dir",
+            "all",
+            "--sizes",
+            "8k",
+            "--channels",
+            "1,2",
+            "--depths",
+            "2",
+            "--mode",
+            "irq",
+            "--jobs",
+            "3",
+        ],
+    );
     let rows = table_rows(&out);
     assert_eq!(rows.len(), 6, "{out}");
     for r in &rows {
         plausible(r);
         assert_eq!(r.jobs, 3 * r.channels as u64, "{r:?}");
     }
-    let out = sim.bench(&[
-        "--sizes",
-        "4k",
-        "--depths",
-        "2",
-        "--mode",
-        "poll",
-        "--duration-ms",
-        "150",
-    ]);
+    let out = bench(
+        &sim,
+        &[
+            "--sizes",
+            "4k",
+            "--depths",
+            "2",
+            "--mode",
+            "poll",
+            "--duration-ms",
+            "150",
+        ],
+    );
     let rows = table_rows(&out);
     assert_eq!(rows.len(), 1, "{out}");
     plausible(&rows[0]);
@@ -205,24 +161,27 @@ fn the_table_has_a_row_per_point_with_plausible_figures() {
 
 #[test]
 fn json_has_every_field_and_the_svg_plot_its_axes() {
-    let sim = Sim::start();
+    let sim = SimProc::start_private(&[]);
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("bench.svg");
-    let out = sim.bench(&[
-        "--sizes",
-        "4k,8k",
-        "--depths",
-        "1,2",
-        "--mode",
-        "irq",
-        "--dir",
-        "h2c,c2h",
-        "--jobs",
-        "4",
-        "--json",
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    let out = bench(
+        &sim,
+        &[
+            "--sizes",
+            "4k,8k",
+            "--depths",
+            "1,2",
+            "--mode",
+            "irq",
+            "--dir",
+            "h2c,c2h",
+            "--jobs",
+            "4",
+            "--json",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is one JSON document");
     let points = v.as_array().expect("an array of points");
     assert_eq!(points.len(), 8, "{out}");
@@ -338,13 +297,13 @@ fn bad_input_is_a_one_line_error() {
         one_line(&fails(&all), want);
     }
     // Refused against what the card has.
-    let sim = Sim::start();
+    let sim = SimProc::start_private(&[]);
     one_line(
-        &sim.bench_fails(&["--channels", "1,5"]),
+        &bench_fails(&sim, &["--channels", "1,5"]),
         "--channels 5: the card has 4 channels (0-3)",
     );
     one_line(
-        &sim.bench_fails(&["--sizes", "4k,128M"]),
+        &bench_fails(&sim, &["--sizes", "4k,128M"]),
         "--sizes 128 MiB: beyond the card memory per channel",
     );
 }

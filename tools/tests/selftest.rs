@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Every check, in the order they run, on the simulator's 4 channels.
@@ -42,57 +40,6 @@ fn check_lines(out: &str) -> Vec<(String, String, String)> {
             Some((st.to_string(), name.to_string(), detail.to_string()))
         })
         .collect()
-}
-
-/// A simulator process of the test's own (`fdma sim` with extra options),
-/// killed on drop.
-struct Sim {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sim {
-    fn start(args: &[&str]) -> Sim {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("fdma.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fdma"))
-            .arg("sim")
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting fdma sim");
-        let ctl = format!("{}.ctl", socket.display());
-        let t0 = Instant::now();
-        while !Path::new(&ctl).exists() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("fdma sim exited at start: {st}");
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "simulator did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Sim {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn name(&self) -> String {
-        format!("sim:{}", self.socket.display())
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -172,7 +119,7 @@ fn a_device_that_is_not_there_is_a_clear_error() {
 /// engine reports.
 #[test]
 fn failing_dma_replies_fail_the_process_memory_check_with_the_fault() {
-    let sim = Sim::start(&["--dma-reply-fail-after", "0"]);
+    let sim = SimProc::start_private(&["--dma-reply-fail-after", "0"]);
     let o = fdma(&["--device", &sim.name(), "selftest", "--timeout-ms", "5000"]);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "succeeded:\n{out}");
@@ -211,7 +158,7 @@ fn failing_dma_replies_fail_the_process_memory_check_with_the_fault() {
 /// the self test does not hang.
 #[test]
 fn a_hanging_check_fails_in_bounded_time() {
-    let sim = Sim::start(&[
+    let sim = SimProc::start_private(&[
         "--dma-reply-delay-ms",
         "1500",
         "--dma-reply-timeout-ms",

@@ -65,6 +65,8 @@ pub struct SimProc {
     /// Its vfio-user socket.
     pub socket: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// The runtime directory, when the simulator has one of its own.
+    _runtime: Option<tempfile::TempDir>,
 }
 
 impl SimProc {
@@ -99,7 +101,17 @@ impl SimProc {
             child,
             socket,
             _dir: dir,
+            _runtime: None,
         }
+    }
+
+    /// [`SimProc::start`] with a runtime directory of its own (a test that
+    /// does not look at announcements).
+    pub fn start_private(args: &[&str]) -> SimProc {
+        let rt = tempfile::tempdir().expect("tempdir");
+        let mut s = SimProc::start(rt.path(), args);
+        s._runtime = Some(rt);
+        s
     }
 
     /// The device name, `sim:<socket>`.
