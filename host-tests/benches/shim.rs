@@ -16,6 +16,7 @@
 use fdma::backend::DmaProt;
 use fdma::cache::{CacheOptions, RegCache, Watch};
 use fdma::{Device, OpenOptions};
+use fdma_host_tests::anon::{map_anon, unmap};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,29 +41,12 @@ fn open(sim: &fdma_host_tests::sim::SimProc, watch: Watch) -> Device {
 
 /// Fresh anonymous memory, every page touched.
 fn map(len: usize) -> *mut u8 {
-    // SAFETY: a new private anonymous mapping.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    let p = p.cast::<u8>();
+    let p = map_anon(std::ptr::null_mut(), len, 0);
     for i in (0..len).step_by(PAGE) {
         // SAFETY: inside the mapping; no reference is formed.
         unsafe { p.add(i).write_volatile(1) };
     }
     p
-}
-
-fn unmap(p: *mut u8, len: usize) {
-    // SAFETY: a mapping of ours with no reference into it.
-    assert_eq!(unsafe { libc::munmap(p.cast(), len) }, 0);
 }
 
 fn median(v: &mut [f64]) -> f64 {

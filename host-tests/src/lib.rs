@@ -15,6 +15,7 @@
 //! checks over vfio-user against the simulated card and over kernel VFIO
 //! against QEMU's `edu` device in the guest stage.
 
+pub mod anon;
 pub mod conformance;
 #[cfg(feature = "sim")]
 pub mod sim;

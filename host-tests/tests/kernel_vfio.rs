@@ -374,94 +374,6 @@ fn cache_invalidate_on_kernel_vfio() {
     assert!(!rs2.is_valid() && !rs3.is_valid());
 }
 
-/// Anonymous memory this file maps and unmaps itself: `UserMem` re-backs
-/// with `MAP_FIXED` over the live mapping; the shim scenario needs a
-/// munmap and a new mapping at the same address.
-struct Anon {
-    p: *mut u8,
-    len: usize,
-}
-
-impl Anon {
-    /// `len` bytes (whole pages), zeroed, wherever the kernel puts them.
-    fn new(len: usize) -> Anon {
-        let len = len.next_multiple_of(4096);
-        // SAFETY: a new anonymous mapping at an address the kernel picks;
-        // it overlaps nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Anon { p: p.cast(), len }
-    }
-
-    /// munmap the range, then map new zeroed pages at the same address
-    /// (`MAP_FIXED_NOREPLACE`: never over someone else's mapping).
-    fn munmap_mmap(&self) {
-        // SAFETY: our own mapping; no reference into it exists (data moves
-        // by raw copies only).
-        let rc = unsafe { libc::munmap(self.p.cast(), self.len) };
-        assert_eq!(rc, 0, "munmap: {}", std::io::Error::last_os_error());
-        // SAFETY: anonymous memory at the address just unmapped;
-        // MAP_FIXED_NOREPLACE fails rather than replace another mapping.
-        let q = unsafe {
-            libc::mmap(
-                self.p.cast(),
-                self.len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            q,
-            libc::MAP_FAILED,
-            "mmap at {:p}: {}",
-            self.p,
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(q.cast(), self.p, "the new mapping is at the same address");
-    }
-
-    fn write(&self, data: &[u8]) {
-        assert!(data.len() <= self.len);
-        // SAFETY: inside the live mapping; no DMA runs now (edu's are
-        // synchronous) and no reference into it exists.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.p, data.len()) };
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-    }
-
-    fn read(&self, len: usize) -> Vec<u8> {
-        assert!(len <= self.len);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        let mut v = vec![0u8; len];
-        // SAFETY: as in `write`.
-        unsafe { std::ptr::copy_nonoverlapping(self.p, v.as_mut_ptr(), len) };
-        v
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping (the one `munmap_mmap` put back, if it
-        // ran); nothing refers to it any more.
-        unsafe { libc::munmap(self.p.cast(), self.len) };
-    }
-}
-
 /// The MMU-notifier shim over kernel VFIO type1 (C2), with edu as the
 /// device: memory registered explicitly and used by DMA is unmapped and
 /// mapped again at the same address with new data. With the shim on, the
@@ -514,7 +426,7 @@ fn shim_munmap_mmap_part(edu: &Edu, space: &Arc<fdma::mem::DmaSpace>, on: bool) 
     };
     // `mem` is the memory re-backed; `aux` carries data to and from edu's
     // buffer.
-    let mem = Anon::new(len);
+    let mem = fdma_host_tests::anon::Anon::new(len);
     let aux = UserMem::new(len).unwrap();
     let ra = reg(aux.ptr(), aux.len());
     // What edu reads at `iova`: its buffer is loaded with a filler first,
@@ -549,7 +461,7 @@ fn shim_munmap_mmap_part(edu: &Edu, space: &Arc<fdma::mem::DmaSpace>, on: bool) 
     }
 
     // munmap, and new pages at the same address with new data.
-    mem.munmap_mmap();
+    mem.reback(fdma_host_tests::anon::Reback::UnmapThenMap);
     let new = pattern(2, n);
     mem.write(&new);
 
@@ -607,7 +519,11 @@ fn shim_munmap_mmap_part(edu: &Edu, space: &Arc<fdma::mem::DmaSpace>, on: bool) 
         // ...and writes them.
         let written = pattern(3, n);
         edu_writes(rm2.iova(), &written);
-        assert_eq!(mem.read(n), written, "{mode}: the process sees edu's write");
+        assert_eq!(
+            mem.read_len(n),
+            written,
+            "{mode}: the process sees edu's write"
+        );
         let s = cache.stats();
         assert_eq!(
             (s.registrations, s.entries, s.subscriptions),
@@ -629,7 +545,7 @@ fn shim_munmap_mmap_part(edu: &Edu, space: &Arc<fdma::mem::DmaSpace>, on: bool) 
         let written = pattern(3, n);
         edu_writes(rm.iova(), &written);
         assert_eq!(
-            mem.read(n),
+            mem.read_len(n),
             new,
             "{mode}: without the shim edu's write misses the new pages"
         );

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 
-
 /// `fdma --device SIM bench ARGS`, required to succeed; stdout.
 fn bench(sim: &SimProc, args: &[&str]) -> String {
     let name = sim.name();

@@ -5,32 +5,7 @@ use fdma::FenceError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-fn mmap_at(addr: *mut u8, len: usize, flags: libc::c_int) -> *mut u8 {
-    // SAFETY: anonymous memory at an address the scenario owns (or any).
-    let p = unsafe {
-        libc::mmap(
-            addr.cast(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mmap: {}",
-        std::io::Error::last_os_error()
-    );
-    p.cast()
-}
-
-fn munmap(p: *mut u8, len: usize) {
-    // SAFETY: the scenario's own mapping, with no reference into it.
-    let rc = unsafe { libc::munmap(p.cast(), len) };
-    assert_eq!(rc, 0, "munmap: {}", std::io::Error::last_os_error());
-}
+use fdma_host_tests::anon::{map_anon as mmap_at, unmap as munmap};
 
 fn madvise(p: *mut u8, len: usize, advice: libc::c_int) {
     // SAFETY: the scenario's own mapping.
