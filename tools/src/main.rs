@@ -34,7 +34,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// fdma: drive the fdma PCIe DMA engine, on a card or its simulator.
 #[derive(Parser, Debug)]
-#[command(version, about, propagate_version = true)]
+#[command(version, about, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// The device: `sim:SOCKET`, a PCI address (`0000:01:00.0`), or `sim`
     /// for a built-in simulator started for this command. Default:
@@ -91,6 +91,17 @@ enum Cmd {
         shell: clap_complete::Shell,
     },
 }
+
+/// The exit codes, for scripts (also in the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the command failed: a device or driver error, a data mismatch (the
+     first differing offset is printed), a failed selftest check, bad
+     values (size, register, address); one line on stderr, with its causes
+  2  the command line itself is wrong (unknown option or subcommand)
+
+Logging: RUST_LOG=fdma=debug (or info, trace) on stderr.";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:

@@ -211,3 +211,15 @@ fn offsets_outside_what_the_engine_distinguishes_are_refused() {
         "beyond the card memory of 256 MiB",
     );
 }
+
+/// The exit codes the help documents: 2 for a malformed command line, 1
+/// for a command that fails.
+#[test]
+fn exit_codes_are_documented_and_kept() {
+    let (out, _) = text(&fdma(&["--help"]));
+    assert!(out.contains("Exit codes:"), "{out}");
+    let o = fdma(&["no-such-command"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let o = fdma(&["--device", "sim:/nonexistent/fdma.sock", "info"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+}

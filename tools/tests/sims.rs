@@ -230,3 +230,15 @@ fn a_closed_pipe_ends_fdma_quietly_and_takes_its_simulator_along() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `fdma sim --link-down` starts (its capability check reads the RTL with
+/// the link up), and a command against it says the link is down.
+#[test]
+fn a_simulator_started_with_the_link_down_serves_and_info_says_so() {
+    let sim = SimProc::start_private(&["--link-down"]);
+    let err = fails(&["--device", &sim.name(), "info"]);
+    assert!(
+        err.contains("reads all ones: link down or card dead"),
+        "{err}"
+    );
+}

@@ -168,7 +168,10 @@ impl Card {
             model,
             engine: cfg.engine,
             link: cfg.link,
-            faults: cfg.faults,
+            // The start-up faults apply once the capability check below
+            // has read the RTL's own registers (a card configured to start
+            // with its link down is still the card it says it is).
+            faults: SimFaults::default(),
             mem,
             inp: Inputs::default(),
             cycles: 0,
@@ -195,6 +198,7 @@ impl Card {
                 actual: Box::new(actual),
             });
         }
+        card.faults = cfg.faults;
         Ok(card)
     }
 
