@@ -326,3 +326,19 @@ fn help_has_examples_and_the_options() {
         assert!(out.contains(opt), "{opt} missing:\n{out}");
     }
 }
+
+/// A point whose verified job comes back wrong (a simulator that silently
+/// corrupts a host write) ends the run with exit code 1 and the first
+/// differing byte.
+#[test]
+fn a_corrupted_point_fails_the_run() {
+    let sim = SimProc::start_private(&["--corrupt-host-writes", "1"]);
+    let name = sim.name();
+    let o = fdma(&[
+        "--device", &name, "bench", "--dir", "c2h", "--sizes", "4k", "--depths", "1", "--mode",
+        "irq", "--jobs", "2",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("byte 128"), "{err}");
+}

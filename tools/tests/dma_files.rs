@@ -103,3 +103,28 @@ fn missing_or_empty_input_file_is_a_clear_error() {
         "larger than the input file",
     );
 }
+
+/// Mismatched data: a simulator that silently corrupts a byte of a DMA
+/// write to host memory (no status reports it) makes `fdma dma` fail with
+/// the first differing offset, and `--output` keeps what came back.
+#[test]
+fn a_corrupted_transfer_fails_with_the_first_differing_offset() {
+    let sim = SimProc::start_private(&["--corrupt-host-writes", "1"]);
+    let o = fdma(&[
+        "--device",
+        &sim.name(),
+        "dma",
+        "--dir",
+        "c2h",
+        "--size",
+        "64K",
+        "--count",
+        "1",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("data mismatch at byte"), "{err}");
+    // The middle byte of the device's first write: one 256-byte payload
+    // (the card's max payload), so byte 128 of the copy.
+    assert!(err.contains("at byte 128 of 65536"), "{err}");
+}

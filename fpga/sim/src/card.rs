@@ -71,6 +71,10 @@ pub struct SimFaults {
     pub link_down: bool,
     /// The device dies this many cycles after the value is set (or after creation).
     pub die_after_cycles: Option<u64>,
+    /// Silently corrupt the next this-many DMA writes to host memory (one
+    /// byte of each, in the middle, XOR 0x5a): a datapath or link error no
+    /// status reports, which only the data check of a test tool catches.
+    pub corrupt_host_writes: u64,
 }
 
 /// How to build the card.
@@ -559,7 +563,12 @@ impl Card {
             w.bytes.extend_from_slice(&o.hw_data[first..first + n]);
         }
         if o.hw_last != 0 {
-            let w = std::mem::take(&mut self.host_write);
+            let mut w = std::mem::take(&mut self.host_write);
+            if self.faults.corrupt_host_writes > 0 && !w.bytes.is_empty() {
+                self.faults.corrupt_host_writes -= 1;
+                let mid = w.bytes.len() / 2;
+                w.bytes[mid] ^= 0x5a;
+            }
             if let Some(start) = w.start {
                 if let Err(e) = self.dma_gate().and_then(|()| host.write(start, &w.bytes)) {
                     self.fault(FaultKind::Write, start, w.bytes.len(), e);

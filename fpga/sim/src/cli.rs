@@ -32,6 +32,11 @@ pub struct SimArgs {
     /// The device dies after this many cycles.
     #[arg(long, value_name = "CYCLES")]
     pub die_after: Option<u64>,
+    /// Silently corrupt one byte of each of the next N DMA writes to host
+    /// memory (a datapath error no status reports; test tools' data checks
+    /// must catch it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub corrupt_host_writes: u64,
     /// Delay every client-served DMA request by this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub dma_reply_delay_ms: u64,
@@ -59,6 +64,7 @@ impl SimArgs {
             no_link_model: false,
             link_down: false,
             die_after: None,
+            corrupt_host_writes: 0,
             dma_reply_delay_ms: 0,
             dma_reply_fail_after: None,
             dma_reply_timeout_ms: 5000,
@@ -85,6 +91,9 @@ impl SimArgs {
         }
         if let Some(n) = self.die_after {
             v.push(format!("die-after {n}"));
+        }
+        if self.corrupt_host_writes > 0 {
+            v.push(format!("corrupt-host-writes {}", self.corrupt_host_writes));
         }
         if self.dma_reply_delay_ms > 0 {
             v.push(format!("dma-reply-delay-ms {}", self.dma_reply_delay_ms));
@@ -125,6 +134,7 @@ impl SimArgs {
             faults: SimFaults {
                 link_down: self.link_down,
                 die_after_cycles: self.die_after,
+                corrupt_host_writes: self.corrupt_host_writes,
             },
             trace: self.trace.clone(),
         };

@@ -100,9 +100,10 @@ fn command(core: &mut Core, client: bool, line: &str) -> Result<Vec<String>, Str
             let d = *core.dma_faults.lock().unwrap_or_else(|p| p.into_inner());
             let opt = |v: Option<u64>| v.map_or("off".to_string(), |n| n.to_string());
             Ok(vec![format!(
-                "link-down {} die-after {} dma-reply-delay {} dma-reply-fail-after {}",
+                "link-down {} die-after {} corrupt-host-writes {} dma-reply-delay {} dma-reply-fail-after {}",
                 if f.link_down { "on" } else { "off" },
                 opt(f.die_after_cycles),
+                f.corrupt_host_writes,
                 d.reply_delay_ms,
                 opt(d.fail_after)
             )])
@@ -117,6 +118,10 @@ fn command(core: &mut Core, client: bool, line: &str) -> Result<Vec<String>, Str
         }
         ["fault", "die-after", v] => {
             core.card.faults_mut().die_after_cycles = parse_opt(Some(v))?;
+            Ok(vec![])
+        }
+        ["fault", "corrupt-host-writes", v] => {
+            core.card.faults_mut().corrupt_host_writes = parse_opt(Some(v))?.unwrap_or(0);
             Ok(vec![])
         }
         ["fault", "dma-reply-delay", v] => {

@@ -38,6 +38,7 @@
 //! | `faults`                               | the simulator faults now set                     |
 //! | `fault link-down on\|off`              | link down: reads all ones, writes and DMA dropped |
 //! | `fault die-after N\|off`               | the device dies N cycles from now                 |
+//! | `fault corrupt-host-writes N`          | flip a byte in each of the next N host DMA writes |
 //! | `fault dma-reply-delay MS`             | delay every client-served DMA request by MS ms    |
 //! | `fault dma-reply-fail-after N\|off`    | fail every client-served DMA request after N more |
 //! | `fault-log`                            | one line per fault record, oldest first           |
