@@ -49,6 +49,8 @@
 //! success. Re-backing memory under in-flight DMA is an application bug.
 
 pub(crate) mod ring;
+#[cfg(all(test, not(loom)))]
+mod tests;
 #[cfg(not(loom))]
 mod threads;
 
@@ -211,6 +213,14 @@ impl Shim {
     pub fn close_uffd(&self) {
         if let Some(io) = &self.io {
             io.close_uffd();
+        }
+    }
+
+    /// Make the monitor stop as a read error would (tests).
+    #[cfg(test)]
+    pub fn fail_monitor(&self) {
+        if let Some(io) = &self.io {
+            io.fail_monitor();
         }
     }
 

@@ -27,6 +27,11 @@ pub(super) struct Io {
     /// How it was opened.
     pub opened: crate::uffd::Opened,
     stop: Arc<EventFd>,
+    /// Makes the monitor stop as if reading had failed (tests of the
+    /// dead-monitor path: everything invalidated, memory served uncached,
+    /// nobody's munmap left waiting).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fail: Arc<EventFd>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -38,10 +43,11 @@ impl Io {
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         let stop = Arc::new(EventFd::from_value_and_flags(0, flags)?);
         let wake = Arc::new(EventFd::from_value_and_flags(0, flags)?);
+        let fail = Arc::new(EventFd::from_value_and_flags(0, flags)?);
         let spawn_err =
             |e: std::io::Error| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
         let m = {
-            let (stop, wake, ring) = (stop.clone(), wake.clone(), ring.clone());
+            let (stop, wake, fail, ring) = (stop.clone(), wake.clone(), fail.clone(), ring.clone());
             std::thread::Builder::new()
                 .name("fdma-uffd".into())
                 .spawn(move || {
@@ -50,7 +56,7 @@ impl Io {
                     // is marked dead (by this thread, as its last use) or
                     // after this thread is joined.
                     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-                    monitor(fd, &ring, &stop, &wake)
+                    monitor(fd, &ring, &stop, &wake, &fail)
                 })
                 .map_err(spawn_err)?
         };
@@ -72,8 +78,15 @@ impl Io {
             opened: uffd.opened,
             uffd: Mutex::new(Some(uffd)),
             stop,
+            fail,
             threads: Mutex::new(vec![m, d]),
         })
+    }
+
+    /// Make the monitor stop as a read error would.
+    #[cfg(test)]
+    pub fn fail_monitor(&self) {
+        let _ = self.fail.write(1);
     }
 
     /// Run `f` on the userfaultfd, if it is still open.
@@ -109,19 +122,20 @@ impl Io {
 /// The monitor. Between `begin` and `end` it only reads into its stack
 /// buffer and stores into the ring; outside, it only polls and writes the
 /// wake eventfd: no lock, no allocation, no log, no unmap (C8).
-fn monitor(uffd: BorrowedFd<'_>, ring: &EventRing, stop: &EventFd, wake: &EventFd) {
+fn monitor(uffd: BorrowedFd<'_>, ring: &EventRing, stop: &EventFd, wake: &EventFd, fail: &EventFd) {
     let mut buf = [Msg::default(); BATCH];
     loop {
         let mut fds = [
             PollFd::new(uffd, PollFlags::POLLIN),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fail.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(_) => break,
         }
-        if fds[1].any().unwrap_or(true) {
+        if fds[1].any().unwrap_or(true) || fds[2].any().unwrap_or(true) {
             break;
         }
         ring.begin();

@@ -1,0 +1,91 @@
+//! The shim against the real kernel (userfaultfd) over the recording test
+//! backend: what the integration suite cannot provoke.
+
+use super::super::test_backend;
+use super::super::{CacheOptions, RegCache};
+use crate::backend::DmaProt;
+use std::time::{Duration, Instant};
+
+const LEN: usize = 64 << 10;
+
+fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A monitor that dies (a read error) degrades the cache, never hangs it:
+/// every registration is invalidated, later lookups are served uncached,
+/// and an munmap of a range that was subscribed returns (the userfaultfd
+/// is closed, so nobody waits for a reader).
+#[test]
+fn a_dead_monitor_invalidates_everything_and_serves_uncached() {
+    let (space, _log) = test_backend::space(65535, None);
+    let c = RegCache::new(space, &CacheOptions::default()).unwrap();
+    assert!(c.shim_active(), "userfaultfd unavailable: {:?}", c.stats());
+    let mut m = memmap2::MmapMut::map_anon(LEN).unwrap();
+    m.fill(1);
+    let addr = m.as_ptr() as u64;
+    let e = c.acquire(addr, LEN as u64, DmaProt::RW).unwrap();
+    assert!(e.subscribed && !e.oneshot);
+    assert_eq!(c.stats().subscriptions, 1);
+
+    c.inner.shim.get().unwrap().fail_monitor();
+    poll_until("the monitor's death is published", || {
+        let s = c.stats();
+        !c.shim_active() && s.entries == 0 && s.invalidations_shim == 1
+    });
+    assert!(!e.is_valid());
+    assert!(e.stale_event(), "jobs on it would report StaleMemory");
+
+    let again = c.acquire(addr, LEN as u64, DmaProt::RW).unwrap();
+    assert!(again.oneshot, "served uncached after the monitor died");
+    assert_eq!(c.stats().uncached, 1);
+    c.inner.release_oneshot(&again);
+
+    // The range was subscribed: with a live but unread userfaultfd this
+    // munmap would wait for ever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(m);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("munmap of a once-subscribed range returns");
+    c.close();
+    let s = c.stats();
+    assert_eq!(
+        (s.entries, s.pinned_bytes, s.retired_pending),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
+/// An munmap of a subscribed range is published by the shim alone, and
+/// the worker unmaps the entry; a registration of new memory at the same
+/// address is a new entry.
+#[test]
+fn an_munmap_invalidates_through_the_shim() {
+    let (space, log) = test_backend::space(65535, None);
+    let c = RegCache::new(space, &CacheOptions::default()).unwrap();
+    let m = memmap2::MmapMut::map_anon(LEN).unwrap();
+    let addr = m.as_ptr() as u64;
+    let e = c.acquire(addr, LEN as u64, DmaProt::RW).unwrap();
+    drop(m);
+    poll_until("the entry is unmapped", || {
+        log.unmaps().iter().any(|u| u.0 == e.iova)
+    });
+    let s = c.stats();
+    assert_eq!(
+        (s.entries, s.invalidations_shim, s.subscriptions),
+        (0, 1, 0),
+        "{s:?}"
+    );
+    assert!(!e.is_valid() && e.stale_event());
+    c.close();
+}
