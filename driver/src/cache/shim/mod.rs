@@ -88,7 +88,8 @@ pub(crate) struct Shim {
     pub drain: Mutex<()>,
     /// Live subscriptions: (entry generation, range).
     subs: Mutex<Vec<(u64, Range<u64>)>>,
-    budget: usize,
+    /// Most live subscriptions (VMA budget).
+    budget: crate::sync::AtomicUsize,
     /// The monitor's death has been published (everything invalidated).
     pub dead_published: crate::sync::AtomicBool,
     /// Counters (C12).
@@ -107,7 +108,7 @@ impl Shim {
             ring: Arc::new(EventRing::new(ring::CAPACITY)),
             drain: Mutex::new(()),
             subs: Mutex::new(Vec::new()),
-            budget: usize::MAX,
+            budget: crate::sync::AtomicUsize::new(usize::MAX),
             dead_published: crate::sync::AtomicBool::new(false),
             events: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -129,7 +130,7 @@ impl Shim {
             ring,
             drain: Mutex::new(()),
             subs: Mutex::new(Vec::new()),
-            budget: vma_budget(),
+            budget: crate::sync::AtomicUsize::new(vma_budget()),
             dead_published: crate::sync::AtomicBool::new(false),
             events: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -152,7 +153,7 @@ impl Shim {
             return Err(Unwatched::NoMonitor);
         }
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        if subs.len() >= self.budget {
+        if subs.len() >= self.budget.load(Ordering::Relaxed) {
             return Err(Unwatched::Budget);
         }
         #[cfg(not(loom))]
@@ -214,6 +215,12 @@ impl Shim {
         if let Some(io) = &self.io {
             io.close_uffd();
         }
+    }
+
+    /// Lower the VMA budget (tests).
+    #[cfg(test)]
+    pub fn set_budget(&self, n: usize) {
+        self.budget.store(n, Ordering::Relaxed);
     }
 
     /// Make the monitor stop as a read error would (tests).

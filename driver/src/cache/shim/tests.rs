@@ -89,3 +89,35 @@ fn an_munmap_invalidates_through_the_shim() {
     assert!(!e.is_valid() && e.stale_event());
     c.close();
 }
+
+/// Near the VMA budget, new ranges are served uncached (counted), never
+/// trusted unwatched; a subscription freed by an unmapped entry makes room.
+#[test]
+fn past_the_vma_budget_memory_is_served_uncached() {
+    let (space, _log) = test_backend::space(65535, None);
+    let c = RegCache::new(space, &CacheOptions::default()).unwrap();
+    c.inner.shim.get().unwrap().set_budget(1);
+    let a = memmap2::MmapMut::map_anon(LEN).unwrap();
+    let b = memmap2::MmapMut::map_anon(LEN).unwrap();
+    let ea = c
+        .acquire(a.as_ptr() as u64, LEN as u64, DmaProt::RW)
+        .unwrap();
+    assert!(ea.subscribed && !ea.oneshot);
+    let eb = c
+        .acquire(b.as_ptr() as u64, LEN as u64, DmaProt::RW)
+        .unwrap();
+    assert!(eb.oneshot && !eb.subscribed, "over budget: uncached");
+    c.inner.release_oneshot(&eb);
+    let s = c.stats();
+    assert_eq!((s.uncached, s.subscriptions, s.entries), (1, 1, 1), "{s:?}");
+    // A's entry goes (its memory is unmapped): B fits now.
+    drop(a);
+    poll_until("A's subscription is released", || {
+        c.stats().subscriptions == 0
+    });
+    let eb = c
+        .acquire(b.as_ptr() as u64, LEN as u64, DmaProt::RW)
+        .unwrap();
+    assert!(eb.subscribed && !eb.oneshot);
+    c.close();
+}
