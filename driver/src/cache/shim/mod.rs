@@ -218,13 +218,13 @@ impl Shim {
     }
 
     /// Lower the VMA budget (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub fn set_budget(&self, n: usize) {
         self.budget.store(n, Ordering::Relaxed);
     }
 
     /// Make the monitor stop as a read error would (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub fn fail_monitor(&self) {
         if let Some(io) = &self.io {
             io.fail_monitor();
