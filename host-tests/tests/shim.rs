@@ -136,6 +136,14 @@ fn c3_invalidation_waits_for_the_job_in_flight() {
     run_child("inflight", true);
 }
 
+/// C3 with a job that never completes: the invalidation of its unmapped
+/// memory waits for its fence, and the watchdog errors the job (F3), so
+/// the invalidation finishes and the pages are unpinned.
+#[test]
+fn c3_a_wedged_job_is_errored_by_the_watchdog_and_the_invalidation_finishes() {
+    run_child("wedged", true);
+}
+
 /// C10: a forked child that unmaps registered memory does not wait for
 /// the parent's monitor, its handles are poisoned, and the parent's DMA
 /// and shim keep working.
@@ -181,18 +189,21 @@ fn shim_child() {
         return;
     };
     let on = std::env::var(MODE_ENV).as_deref() == Ok("on");
-    let r = rig_with(
-        &[],
-        opts_with(CacheOptions {
-            watch: if on {
-                Watch::Userfaultfd
-            } else {
-                Watch::Explicit
-            },
-            verify_frames: scenario == "frames",
-            ..Default::default()
-        }),
-    );
+    let mut opts = opts_with(CacheOptions {
+        watch: if on {
+            Watch::Userfaultfd
+        } else {
+            Watch::Explicit
+        },
+        verify_frames: scenario == "frames",
+        ..Default::default()
+    });
+    if scenario == "wedged" {
+        // The suite's usual watchdog: a stalled channel is hung in about
+        // two seconds of simulation.
+        opts.watchdog = common::test_opts().watchdog;
+    }
+    let r = rig_with(&[], opts);
     assert!(
         r.dev.backend().dma_limits().vaddr_pinned,
         "{}: mappings by address are not pinned here: the negative controls prove nothing",
@@ -208,6 +219,7 @@ fn shim_child() {
         "blind-memfd" => scenarios::blind_memfd(&r),
         "sysv" => scenarios::sysv(&r),
         "frames" => scenarios::frames(&r),
+        "wedged" => scenarios::wedged(&r),
         s => reback_scenario(&r, s, on),
     }
     r.dev.close().unwrap();

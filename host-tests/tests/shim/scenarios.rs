@@ -533,3 +533,36 @@ pub fn frames(r: &Rig) {
     assert_eq!(s.hits, before.hits, "{s:?}");
     munmap(p, len);
 }
+
+/// C3 and F3: the job on unmapped memory is wedged (its channel stalled
+/// for good); the watchdog errors it, and the invalidation then unmaps.
+pub fn wedged(r: &Rig) {
+    let len = 64 * KIB;
+    let p = mmap_at(std::ptr::null_mut(), len, 0);
+    write(p, &pattern(60, len));
+    assert_eq!(try_h2c(r, 2, p, len, 0), Ok(()));
+    let fi = r.dev.faults().unwrap();
+    fi.stall(2, true).unwrap();
+    let mut j = Job::new();
+    j.h2c_user(bytes(p, len), 0x10_0000);
+    let f = r.dev.channel(2).unwrap().submit(&j).unwrap();
+    munmap(p, len);
+    poll_until("the shim retires the entry", || stats(r).entries == 0);
+    let s = stats(r);
+    assert_eq!(
+        (s.retired_pending, s.pinned_bytes),
+        (1, len as u64),
+        "the invalidation waits for the wedged job: {s:?}"
+    );
+    let st = common::wait(&f);
+    assert!(
+        matches!(st, Err(FenceError::Hung { channel: 2, .. })),
+        "the watchdog errors the wedged job: {st:?}"
+    );
+    poll_until("the invalidation finishes once the job has failed", || {
+        let s = stats(r);
+        s.retired_pending == 0 && s.pinned_bytes == 0
+    });
+    fi.stall(2, false).unwrap();
+    r.dev.channel(2).unwrap().reset().unwrap();
+}
