@@ -52,6 +52,7 @@ struct Cli {
 enum Cmd {
     /// Run the simulated card as a vfio-user server until SIGTERM/SIGINT.
     #[cfg(feature = "sim")]
+    #[command(after_help = SIM_EXAMPLES)]
     Sim(fdma_sim::cli::SimArgs),
     /// Run the simulated card (not in this build).
     #[cfg(not(feature = "sim"))]
@@ -61,8 +62,10 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Show a card's identity, capabilities and state, without resetting it.
+    #[command(after_help = INFO_EXAMPLES)]
     Info(info::InfoArgs),
     /// Verified DMA copies in any direction, with rates.
+    #[command(after_help = DMA_EXAMPLES)]
     Dma(dma::DmaArgs),
     /// Benchmark DMA: throughput, latency percentiles and CPU per job over
     /// sizes, channels, queue depths and interrupt or poll completion.
@@ -78,10 +81,13 @@ enum Cmd {
     Selftest(selftest::SelftestArgs),
     /// List fdma cards (or other PCI functions) and whether fdma can use
     /// them, then this user's running simulators.
+    #[command(after_help = LIST_EXAMPLES)]
     List(pci_cmds::ListArgs),
     /// Bind a PCI function to vfio-pci (root), optionally for a user.
+    #[command(after_help = BIND_EXAMPLES)]
     Bind(pci_cmds::BindArgs),
     /// Give a PCI function back from vfio-pci to its usual driver (root).
+    #[command(after_help = UNBIND_EXAMPLES)]
     Unbind(pci_cmds::UnbindArgs),
     /// Print a shell completion script to stdout.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
@@ -102,6 +108,48 @@ Exit codes:
   2  the command line itself is wrong (unknown option or subcommand)
 
 Logging: RUST_LOG=fdma=debug (or info, trace) on stderr.";
+
+#[cfg(feature = "sim")]
+const SIM_EXAMPLES: &str = "\
+Examples:
+  fdma sim --socket /tmp/fdma.sock &               # then FDMA_DEVICE=sim:/tmp/fdma.sock
+  fdma sim --socket /tmp/fdma.sock --trace run.fst # a waveform for GTKWave
+  fdma sim --socket /tmp/fdma.sock --link-latency 400 --link-bytes-per-cycle 16
+  fdma sim --socket /tmp/fdma.sock --corrupt-host-writes 1   # test a tool's data check
+
+Serving starts once <socket>.ctl exists; `fdma list` shows it. SIGTERM or
+SIGINT stops it and removes its sockets.";
+
+const INFO_EXAMPLES: &str = "\
+Examples:
+  fdma info                           # the built-in simulator
+  fdma -d 0000:01:00.0 info           # a card: state after a hang is kept (no reset)
+  fdma -d sim:/tmp/fdma.sock info --json | jq .channels";
+
+const DMA_EXAMPLES: &str = "\
+Examples:
+  fdma dma --size 4M --count 8                     # every direction, verified, with rates
+  fdma -d 0000:01:00.0 dma --dir c2h --size 64M --channel 2
+  fdma dma --dir h2h --host-offset 3 --dst-offset 30   # unaligned at both ends
+  fdma dma --input data.bin --output back.bin --dir h2c,c2h
+
+A mismatch exits 1 and names the first differing byte.";
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  fdma list                 # fdma cards: driver, IOMMU group, ready? then simulators
+  fdma list --all           # every PCI function
+  fdma list --json | jq '.[] | select(.kind == \"sim\") | .device'";
+
+const BIND_EXAMPLES: &str = "\
+Examples:
+  sudo fdma bind 0000:01:00.0                       # to vfio-pci, for root
+  sudo fdma bind 0000:01:00.0 --user alice          # /dev/vfio/N handed to alice;
+                                                    # prints the memlock line she needs";
+
+const UNBIND_EXAMPLES: &str = "\
+Examples:
+  sudo fdma unbind 0000:01:00.0     # back to the driver it had before";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:

@@ -223,3 +223,25 @@ fn exit_codes_are_documented_and_kept() {
     let o = fdma(&["--device", "sim:/nonexistent/fdma.sock", "info"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
 }
+
+/// Every subcommand's `--help` ends with examples.
+#[test]
+fn every_command_has_examples_in_its_help() {
+    for c in [
+        "info",
+        "dma",
+        "bench",
+        "reg",
+        "selftest",
+        "list",
+        "bind",
+        "unbind",
+        "sim",
+        "completions",
+    ] {
+        let o = fdma(&[c, "--help"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{c}: {err}");
+        assert!(out.contains("Examples:"), "{c} --help:\n{out}");
+    }
+}
