@@ -44,6 +44,14 @@
 //! [`super::CacheSnapshot::uncached`]). For the fd-based cases the
 //! application must call [`super::RegCache::invalidate`] before re-backing.
 //!
+//! Each cache (each open device) has a userfaultfd of its own, and a range
+//! can belong to one userfaultfd only: memory that two devices' caches
+//! both use is watched by the first to register it and served uncached by
+//! the second (`EBUSY`, counted). Ranges larger than [`UNSUBSCRIBE_MAX`]
+//! stay subscribed after their entry goes (their mapping stays split until
+//! the application unmaps it), and the budget counts live subscriptions,
+//! not the mappings the kernel actually split.
+//!
 //! `StaleMemory` is best effort: the event arrives after the munmap, so a
 //! job that completed on the old pages just before it may still report
 //! success. Re-backing memory under in-flight DMA is an application bug.
