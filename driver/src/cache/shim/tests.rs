@@ -121,3 +121,24 @@ fn past_the_vma_budget_memory_is_served_uncached() {
     assert!(eb.subscribed && !eb.oneshot);
     c.close();
 }
+
+/// Two devices' caches on the same memory: one userfaultfd per cache, and
+/// a range belongs to one userfaultfd, so the second cache serves it
+/// uncached (EBUSY) — correct, counted, as the docs say.
+#[test]
+fn a_second_devices_cache_serves_shared_memory_uncached() {
+    let (s1, _l1) = test_backend::space(65535, None);
+    let (s2, _l2) = test_backend::space(65535, None);
+    let c1 = RegCache::new(s1, &CacheOptions::default()).unwrap();
+    let c2 = RegCache::new(s2, &CacheOptions::default()).unwrap();
+    let m = memmap2::MmapMut::map_anon(LEN).unwrap();
+    let addr = m.as_ptr() as u64;
+    let e1 = c1.acquire(addr, LEN as u64, DmaProt::RW).unwrap();
+    let e2 = c2.acquire(addr, LEN as u64, DmaProt::RW).unwrap();
+    assert!(e1.subscribed && !e1.oneshot);
+    assert!(e2.oneshot && !e2.subscribed, "EBUSY: served uncached");
+    c2.inner.release_oneshot(&e2);
+    assert_eq!(c2.stats().uncached, 1);
+    c1.close();
+    c2.close();
+}
