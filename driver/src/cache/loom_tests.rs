@@ -84,7 +84,8 @@ fn setup() -> (RegCache, std::sync::Arc<Log>, Arc<Mutex<Option<Fence>>>) {
 }
 
 /// The submit of `channel::Channel::submit_once`, reduced to what R4 is
-/// about: look up (or register), reserve a slot, commit, create the fence,
+/// about: look up (or register), reserve a slot, drain the shim's events,
+/// commit, create the fence,
 /// add it, drop the guard. Then the job "completes": the fence signals.
 /// Returns the entry the job committed against, or `None` if the commit
 /// was refused (the real submit then looks up again).
@@ -98,6 +99,7 @@ fn submit(cache: &RegCache, slot: &Mutex<Option<Fence>>) -> Option<Arc<Entry>> {
         Err(e) => panic!("{e}"),
     };
     let mut reserved = e.resv.reserve(1);
+    cache.sync_events();
     let guard = cache.commit(&[&e])?;
     let (fence, sig) = tl.create();
     *slot.lock().unwrap() = Some(fence.clone());

@@ -86,6 +86,7 @@
 
 mod entry;
 mod frames;
+mod index;
 mod publish;
 pub mod shim;
 mod stats;
@@ -100,6 +101,7 @@ mod test_backend;
 mod tests;
 
 pub(crate) use entry::Entry;
+use index::Index;
 pub use stats::{CacheOptions, CacheSnapshot, CacheStats, Watch};
 #[cfg_attr(loom, allow(unused_imports))] // used by the channel, not built under loom
 pub(crate) use watch::OneShot;
@@ -108,64 +110,10 @@ use crate::backend::{DmaProt, DmaSource};
 use crate::error::{BackendError, Error, Result};
 use crate::mem::DmaSpace;
 use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockReadGuard};
-use std::collections::BTreeMap;
 use std::ops::Range;
 use worker::{Work, Worker};
 
 const PAGE: u64 = 4096;
-
-/// The index: entries by start address, never overlapping.
-#[derive(Default)]
-struct Index {
-    by_start: BTreeMap<u64, Arc<Entry>>,
-    /// Retired entries not unmapped yet: an invalidation overlapping one
-    /// waits for its unmap (C3).
-    retired: Vec<Arc<Entry>>,
-}
-
-impl Index {
-    /// Take `e` out of service: out of the lookup map, invalid, onto the
-    /// retired list. True for the first caller. Under the write lock, so
-    /// that every commit either added its fence before or fails (R4).
-    fn take_out(&mut self, e: &Arc<Entry>) -> bool {
-        if self
-            .by_start
-            .get(&e.start)
-            .is_some_and(|x| Arc::ptr_eq(x, e))
-        {
-            self.by_start.remove(&e.start);
-        }
-        let first = e.retire();
-        if first {
-            self.retired.push(e.clone());
-        }
-        first
-    }
-
-    /// The entry containing `[start, end)`, if one does.
-    fn covering(&self, start: u64, end: u64) -> Option<&Arc<Entry>> {
-        self.by_start
-            .range(..=start)
-            .next_back()
-            .map(|(_, e)| e)
-            .filter(|e| e.covers(start, end))
-    }
-
-    /// Entries overlapping `[start, end)`.
-    fn overlapping(&self, start: u64, end: u64) -> Vec<Arc<Entry>> {
-        let mut v: Vec<_> = self
-            .by_start
-            .range(..end)
-            .rev()
-            // Sorted and disjoint: once one ends at or before `start`, so
-            // do all before it.
-            .take_while(|(_, e)| e.start + e.len > start)
-            .map(|(_, e)| e.clone())
-            .collect();
-        v.reverse();
-        v
-    }
-}
 
 /// Shared state of one cache.
 pub(crate) struct CacheInner {
@@ -432,10 +380,11 @@ impl RegCache {
 
     /// R4: hold the cache's read lock while checking `entries` and adding
     /// the job's fences. `None` when one is no longer valid: look up again.
+    /// Called under the channel's state lock, which the completion path
+    /// takes too: it only checks. The shim's events are drained before
+    /// (by the lookups and [`Self::sync_events`]), never here, so the
+    /// reactor never waits behind a drain or a wait for the monitor.
     pub(crate) fn commit<'a>(&'a self, entries: &[&Arc<Entry>]) -> Option<CommitGuard<'a>> {
-        // Publish what the shim has read first: a range unmapped before
-        // this commit must fail it (R4, C2).
-        self.inner.sync_shim();
         let index = self.inner.index.read().unwrap_or_else(|e| e.into_inner());
         if entries
             .iter()
@@ -445,6 +394,14 @@ impl RegCache {
         } else {
             None
         }
+    }
+
+    /// Publish what the shim has read so far (a submit does this just
+    /// before it takes the channel's lock to commit): an unmap that
+    /// returned before this call fails the commit (R4, C2).
+    #[cfg_attr(loom, allow(dead_code))] // used by the channel, not built under loom
+    pub(crate) fn sync_events(&self) {
+        self.inner.sync_shim();
     }
 
     /// The DMA space registrations are mapped in.

@@ -92,7 +92,6 @@ impl CacheInner {
             if r.start >= r.end {
                 continue;
             }
-            s.events.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .invalidations_shim
                 .fetch_add(1, Ordering::Relaxed);

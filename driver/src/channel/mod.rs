@@ -488,6 +488,11 @@ impl ChannelCore {
         let mut write_slots: Vec<_> = low.writes.iter().map(|b| b.resv().reserve(1)).collect();
         let mut reg_slots: Vec<_> = low.regs.iter().map(|(e, _)| e.resv.reserve(1)).collect();
 
+        // The shim's drain may wait (bounded) for its monitor and allocate:
+        // done here, before the state lock the completion path takes.
+        if let Some(c) = self.cache.get().filter(|_| !low.regs.is_empty()) {
+            c.sync_events();
+        }
         let mut reclaimed = Vec::new();
         let mut st = self.lock();
         loop {

@@ -62,7 +62,7 @@ mod tests;
 #[cfg(not(loom))]
 mod threads;
 
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{Mutex, Ordering};
 use ring::EventRing;
 use std::ops::Range;
 use std::sync::Arc;
@@ -100,9 +100,6 @@ pub(crate) struct Shim {
     budget: crate::sync::AtomicUsize,
     /// The monitor's death has been published (everything invalidated).
     pub dead_published: crate::sync::AtomicBool,
-    /// Counters (C12).
-    pub events: AtomicU64,
-    pub refused: AtomicU64,
     #[cfg(not(loom))]
     io: Option<threads::Io>,
 }
@@ -118,8 +115,6 @@ impl Shim {
             subs: Mutex::new(Vec::new()),
             budget: crate::sync::AtomicUsize::new(usize::MAX),
             dead_published: crate::sync::AtomicBool::new(false),
-            events: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             #[cfg(not(loom))]
             io: None,
         }
@@ -140,8 +135,6 @@ impl Shim {
             subs: Mutex::new(Vec::new()),
             budget: crate::sync::AtomicUsize::new(vma_budget()),
             dead_published: crate::sync::AtomicBool::new(false),
-            events: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             io: Some(io),
         })
     }
@@ -171,7 +164,6 @@ impl Shim {
                 .unwrap_or(Err(nix::Error::EBADF));
             if let Err(e) = done {
                 drop(subs);
-                self.refused.fetch_add(1, Ordering::Relaxed);
                 log::debug!(
                     "userfaultfd refused {:#x}+{:#x} ({e}): served uncached",
                     r.start,
