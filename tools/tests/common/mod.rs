@@ -71,7 +71,7 @@ pub struct SimProc {
 
 impl SimProc {
     /// Start `fdma sim --socket <tmp>/fdma.sock ARGS` and wait until it
-    /// serves.
+    /// serves and has announced itself in `runtime`.
     pub fn start(runtime: &std::path::Path, args: &[&str]) -> SimProc {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("tempdir");
@@ -85,9 +85,13 @@ impl SimProc {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting fdma sim");
+        // Ready means serving and announced: the simulator binds its
+        // sockets first and writes its announcement right after, so a test
+        // that only waited for the control socket could list too early.
         let ctl = format!("{}.ctl", socket.display());
+        let ann = runtime.join("fdma").join(format!("{}-0.json", child.id()));
         let t0 = Instant::now();
-        while !std::path::Path::new(&ctl).exists() {
+        while !std::path::Path::new(&ctl).exists() || !ann.exists() {
             if let Some(st) = child.try_wait().unwrap() {
                 panic!("fdma sim exited at start: {st}");
             }
