@@ -337,3 +337,69 @@ fn a_silent_second_client_does_not_hold_up_the_served_one() {
         ["no-link-model", "dma-reply-timeout-ms 3000"]
     );
 }
+
+/// A client that exits and the next one that connects at once, both
+/// pending when the server next looks (here: connected while the server is
+/// stopped, as a loaded CI machine might leave it): the first one's posted
+/// write lands, and the second is served rather than refused as a second
+/// client.
+#[test]
+fn a_client_connecting_as_the_last_one_leaves_is_served() {
+    use nix::sys::signal::{kill, Signal};
+    let sim = start();
+    let first = connect(&sim);
+    let pid = nix::unistd::Pid::from_raw(sim.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let resume = scopeguard(pid);
+    let posted = Request::RegionWrite(RegionData {
+        offset: regs::SCRATCH.offset as u64,
+        region: 0,
+        data: 0x5a5a_0001u32.to_le_bytes().to_vec(),
+    });
+    first
+        .conn
+        .send_request(first.id.wrapping_add(1), &posted, &[], true)
+        .unwrap();
+    drop(first);
+    let next = Connection::connect(&sim.sock, Limits::default()).unwrap();
+    let version = Request::Version(Version {
+        major: 0,
+        minor: 1,
+        caps: None,
+    });
+    next.send_request(1, &version, &[], false).unwrap();
+    drop(resume);
+
+    let m = next.recv(T).expect("an answer to VERSION");
+    assert!(
+        !m.header.is_error(),
+        "the next client was refused (errno {})",
+        m.header.error
+    );
+    assert!(matches!(m.reply().unwrap(), Reply::Version(_)));
+    let read = Request::RegionRead(RegionAccess {
+        offset: regs::SCRATCH.offset as u64,
+        region: 0,
+        count: 4,
+    });
+    let Reply::RegionRead(d) = next.call(2, &read, &[], T).unwrap().0 else {
+        panic!("not a region read reply")
+    };
+    assert_eq!(
+        d.data,
+        0x5a5a_0001u32.to_le_bytes(),
+        "the posted write landed"
+    );
+}
+
+/// Sends SIGCONT to `pid` when dropped, so that a failing test does not
+/// leave the server stopped.
+fn scopeguard(pid: nix::unistd::Pid) -> impl Drop {
+    struct Cont(nix::unistd::Pid);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    Cont(pid)
+}

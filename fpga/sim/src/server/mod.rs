@@ -13,6 +13,10 @@
 //! ([`dma`]). A second client connecting while one is served gets an EBUSY
 //! error reply to its first message and is disconnected (it has a second to
 //! send that message; waiting for it never holds up the served client).
+//! A client that connects while the served one has already hung up is not
+//! a second client: the old session is finished first (what it sent before
+//! closing, posted writes included, is handled), so commands run one after
+//! another against one simulator never see EBUSY.
 //! The served client's pid is known from `SO_PEERCRED`; a server that
 //! [announces itself](Server::announce) records it in its announcement, so
 //! that the refused client can name who holds the simulator. When the client
@@ -263,6 +267,19 @@ impl Server {
                 return;
             }
         };
+        // A client that exits and a next one that connects at once (a CI
+        // script running one command after another) can both be pending
+        // in one poll: finish the one that hung up first, requests it sent
+        // before closing included (posted writes land), so the newcomer
+        // is served rather than refused as a second client.
+        if self.session_hung_up() {
+            while self.session.is_some() {
+                self.drain_pending();
+                if self.session.is_some() {
+                    self.serve_client();
+                }
+            }
+        }
         if self.session.is_some() {
             if self.rejects.len() >= MAX_REJECTS {
                 log::info!("closing a further client at once (busy)");
@@ -287,6 +304,28 @@ impl Server {
             }
             Err(e) => log::warn!("cannot set up client connection: {e}"),
         }
+    }
+
+    /// Whether the served client has closed its end of the socket (what
+    /// it sent before is still to be read).
+    fn session_hung_up(&self) -> bool {
+        let Some(s) = self.session.as_ref() else {
+            return false;
+        };
+        // The kernel reports RDHUP for a Unix stream socket whose peer
+        // closed or shut down writing; nix's poll() cannot return that
+        // flag, its epoll can. A rare path (a client arriving while one is
+        // served), so a one-off epoll instance is fine.
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let hup = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP;
+        let Ok(ep) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
+            return false;
+        };
+        if ep.add(s.conn.as_fd(), EpollEvent::new(hup, 0)).is_err() {
+            return false;
+        }
+        let mut ev = [EpollEvent::empty()];
+        matches!(ep.wait(&mut ev, PollTimeout::ZERO), Ok(1)) && ev[0].events().intersects(hup)
     }
 
     /// Answer the second clients whose first message has come (`ready`
