@@ -159,6 +159,13 @@ fn c9_unwatchable_memory_is_served_uncached() {
     run_child("ebusy", true);
 }
 
+/// Two devices in one process share the shim: memory both use is cached
+/// by both, and an munmap invalidates it in both.
+#[test]
+fn two_devices_share_the_shim() {
+    run_child("two-devices", true);
+}
+
 /// Blind spot: a hole punched through a memfd's fd sends no event; the
 /// device keeps the old page until `invalidate()` (as documented).
 #[test]
@@ -203,7 +210,7 @@ fn shim_child() {
         // two seconds of simulation.
         opts.watchdog = common::test_opts().watchdog;
     }
-    let r = rig_with(&[], opts);
+    let r = rig_with(&[], opts.clone());
     assert!(
         r.dev.backend().dma_limits().vaddr_pinned,
         "{}: mappings by address are not pinned here: the negative controls prove nothing",
@@ -220,6 +227,7 @@ fn shim_child() {
         "sysv" => scenarios::sysv(&r),
         "frames" => scenarios::frames(&r),
         "wedged" => scenarios::wedged(&r),
+        "two-devices" => scenarios::two_devices(&r, &opts),
         s => reback_scenario(&r, s, on),
     }
     r.dev.close().unwrap();

@@ -134,7 +134,7 @@ pub(crate) struct CacheInner {
     watch: Watch,
     verify_frames: bool,
     /// The MMU-notifier shim, once started (`Watch::Userfaultfd`).
-    shim: std::sync::OnceLock<shim::Shim>,
+    shim: std::sync::OnceLock<shim::Attached>,
 }
 
 /// How process memory is served now (C9).
@@ -204,6 +204,45 @@ fn page_range(addr: u64, len: u64) -> Result<Range<u64>> {
 impl RegCache {
     /// A cache mapping into `space`, within `opts` and the backend's limits.
     pub fn new(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
+        let c = RegCache::unattached(space, opts)?;
+        #[cfg(not(loom))]
+        if opts.watch == Watch::Userfaultfd {
+            c.attach(shim::Shim::attach_shared(Arc::downgrade(&c.inner)));
+        }
+        Ok(c)
+    }
+
+    /// [`RegCache::new`] with a shim of its own rather than the process's
+    /// (tests that kill its monitor or lower its budget).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn with_private_shim(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
+        let c = RegCache::unattached(space, opts)?;
+        c.attach(shim::Shim::attach_private(Arc::downgrade(&c.inner)));
+        Ok(c)
+    }
+
+    /// Record the shim attached to (or why none is).
+    #[cfg(not(loom))]
+    fn attach(&self, attached: std::result::Result<shim::Attached, nix::Error>) {
+        match attached {
+            Ok(a) => {
+                log::debug!(
+                    "{}: registration cache watches process memory through userfaultfd ({:?})",
+                    self.inner.space.backend().name(),
+                    a.shim.opened()
+                );
+                let _ = self.inner.shim.set(a);
+            }
+            Err(e) => log::warn!(
+                "{}: no userfaultfd ({e}): process memory is served uncached \
+                 (mapped per job); see the cache docs",
+                self.inner.space.backend().name()
+            ),
+        }
+    }
+
+    /// The cache and its worker, watching nothing yet.
+    fn unattached(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
         let limits = space.backend().dma_limits();
         let backend_entries = limits
             .max_mappings
@@ -227,31 +266,13 @@ impl RegCache {
         });
         #[cfg(not(loom))]
         Worker::start(&inner)?;
-        #[cfg(not(loom))]
-        if opts.watch == Watch::Userfaultfd {
-            match shim::Shim::start(Arc::downgrade(&inner)) {
-                Ok(s) => {
-                    log::debug!(
-                        "{}: registration cache watches process memory through userfaultfd ({:?})",
-                        inner.space.backend().name(),
-                        s.opened()
-                    );
-                    let _ = inner.shim.set(s);
-                }
-                Err(e) => log::warn!(
-                    "{}: no userfaultfd ({e}): process memory is served uncached \
-                     (mapped per job); see the cache docs",
-                    inner.space.backend().name()
-                ),
-            }
-        }
         Ok(RegCache { inner })
     }
 
     /// A cache whose shim has no monitor: the model feeds its ring by hand.
     #[cfg(all(loom, test))]
     pub(crate) fn with_detached_shim(space: Arc<DmaSpace>) -> Result<RegCache> {
-        let c = RegCache::new(space, &CacheOptions::default())?;
+        let c = RegCache::unattached(space, &CacheOptions::default())?;
         let _ = c.inner.shim.set(shim::Shim::detached());
         Ok(c)
     }
@@ -259,7 +280,7 @@ impl RegCache {
     /// The shim, in tests and models.
     #[cfg(all(loom, test))]
     pub(crate) fn shim(&self) -> Option<&shim::Shim> {
-        self.inner.shim.get()
+        self.inner.shim.get().map(|a| &*a.shim)
     }
 
     /// The counters (C12).
@@ -271,7 +292,10 @@ impl RegCache {
     /// with [`Watch::Explicit`], or when userfaultfd was unavailable or its
     /// monitor stopped: process memory is then served uncached).
     pub fn shim_active(&self) -> bool {
-        self.inner.shim.get().is_some_and(|s| !s.ring.is_dead())
+        self.inner
+            .shim
+            .get()
+            .is_some_and(|a| !a.shim.ring.is_dead())
     }
 
     /// Register `len` bytes at `addr` explicitly (an `ibv_reg_mr`): the
@@ -344,8 +368,8 @@ impl RegCache {
         #[cfg(loom)]
         self.inner.run_queued();
         self.inner.worker.stop();
-        if let Some(s) = self.inner.shim.get() {
-            s.stop();
+        if let Some(a) = self.inner.shim.get() {
+            a.shim.detach(a.id);
         }
         let s = self.stats();
         if s.entries != 0 || s.pinned_bytes != 0 || s.retired_pending != 0 {

@@ -40,7 +40,9 @@ pub struct CacheSnapshot {
     pub register_ns: u64,
     /// Invalidations through [`super::RegCache::invalidate`].
     pub invalidations_api: u64,
-    /// Invalidations published by the MMU-notifier shim.
+    /// Ranges published by the MMU-notifier shim that overlapped this
+    /// cache's registrations (the shim serves every cache of the process
+    /// and sees their events too).
     pub invalidations_shim: u64,
     /// Entries retired by invalidations.
     pub invalidated_entries: u64,

@@ -22,7 +22,7 @@ impl CacheInner {
         let watched = match (self.watch, self.shim.get()) {
             (Watch::Explicit, _) => return (false, false),
             (Watch::Userfaultfd, None) => Err(shim::Unwatched::NoMonitor),
-            (Watch::Userfaultfd, Some(s)) => s.subscribe(gen, r),
+            (Watch::Userfaultfd, Some(a)) => a.shim.subscribe(a.id, gen, r),
         };
         match watched {
             Ok(()) => {
@@ -48,8 +48,8 @@ impl CacheInner {
 
     /// The subscription of generation `gen` is no longer needed.
     pub(super) fn release_subscription(&self, gen: u64) {
-        if let Some(s) = self.shim.get() {
-            s.release(gen);
+        if let Some(a) = self.shim.get() {
+            a.shim.release(a.id, gen);
             self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -60,12 +60,12 @@ impl CacheInner {
         let s = match (self.watch, self.shim.get()) {
             (Watch::Explicit, _) => return Serve::Cached,
             (Watch::Userfaultfd, None) => return Serve::Uncached,
-            (Watch::Userfaultfd, Some(s)) => s,
+            (Watch::Userfaultfd, Some(a)) => &a.shim,
         };
         let settled = s.settle();
         let dead = s.ring.is_dead();
-        if s.ring.pending() || (dead && !s.dead_published.load(Ordering::Acquire)) {
-            self.drain_shim(s);
+        if s.drain_due() {
+            s.drain(Some(self));
         }
         if settled && !dead {
             Serve::Cached
@@ -74,43 +74,46 @@ impl CacheInner {
         }
     }
 
-    /// Move the ring's ranges into invalidations. Under the drain lock,
-    /// so that a second caller finds them published, not merely taken.
-    fn drain_shim(&self, s: &shim::Shim) {
-        let _g = s.drain.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ranges = Vec::new();
-        let drained = s.ring.drain(|r| ranges.push(r));
-        if s.ring.is_dead() && !s.dead_published.swap(true, Ordering::AcqRel) {
+    /// Turn the ranges the shim drained into invalidations of this cache
+    /// (called under the shim's drain lock, for every attached cache).
+    /// `died`: the monitor stopped, and the last range covers everything.
+    pub(super) fn apply_shim_ranges(&self, ranges: &[Range<u64>], died: bool) {
+        if died {
             log::error!(
                 "{}: the userfaultfd monitor stopped: every registration is invalidated and \
                  process memory is served uncached from now on",
                 self.space.backend().name()
             );
-            ranges.push(0..u64::MAX);
         }
-        for r in ranges {
+        for r in ranges.iter().cloned() {
             if r.start >= r.end {
                 continue;
             }
-            self.stats
-                .invalidations_shim
-                .fetch_add(1, Ordering::Relaxed);
+            let mut ours = died;
             {
                 // Jobs on these pages that complete from now on report
                 // StaleMemory (C3, best effort).
                 let index = self.index.read().unwrap_or_else(|e| e.into_inner());
                 for e in index.overlapping(r.start, r.end) {
                     e.mark_stale_event();
+                    ours = true;
                 }
                 for e in index.retired.iter().filter(|e| e.overlaps(r.start, r.end)) {
                     e.mark_stale_event();
+                    ours = true;
                 }
             }
-            // Nobody waits for this one; the worker carries it out.
+            // Every cache of the process sees every range the shim read;
+            // count those that concerned this one.
+            if ours {
+                self.stats
+                    .invalidations_shim
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Published even when no entry overlaps it: a registration of
+            // the range may be in progress (R4).
             drop(self.publish(r));
         }
-        // Only now may a lookup skip the drain lock (R4).
-        s.ring.published(drained);
     }
 
     /// An uncached entry's job has its fences (or failed to submit):
@@ -128,11 +131,13 @@ impl CacheInner {
 /// Held by a job for an uncached entry: dropping it (after the job's fence
 /// is on the entry, or when the submit failed) unmaps the entry once its
 /// fences have signalled.
+#[cfg_attr(loom, allow(dead_code))] // jobs are not built in loom models
 pub(crate) struct OneShot {
     cache: RegCache,
     entry: Arc<Entry>,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 impl OneShot {
     /// Guard `entry` (an uncached one) of `cache`.
     pub(crate) fn new(cache: &RegCache, entry: &Arc<Entry>) -> OneShot {

@@ -258,8 +258,8 @@ impl CacheInner {
 
 impl Drop for CacheInner {
     fn drop(&mut self) {
-        if let Some(s) = self.shim.get() {
-            s.stop();
+        if let Some(a) = self.shim.get() {
+            a.shim.detach(a.id);
         }
         // The thread has stopped (it cannot upgrade any more); finish what
         // it left.

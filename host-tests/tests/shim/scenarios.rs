@@ -566,3 +566,54 @@ pub fn wedged(r: &Rig) {
     fi.stall(2, false).unwrap();
     r.dev.channel(2).unwrap().reset().unwrap();
 }
+
+/// Two devices in one process on the same memory (the second one always a
+/// simulator of the scenario's own): the process's one shim watches the
+/// range once and both caches keep it (nothing served uncached); an
+/// munmap and mmap at the same address reach both caches, so each device
+/// reads the new pages.
+pub fn two_devices(r: &Rig, opts: &fdma::OpenOptions) {
+    let sim = common::start_sim(&[]);
+    let dev = fdma::Device::open_with(&sim.name(), opts).expect("open a second simulator");
+    let r2 = Rig {
+        dev,
+        sim: Some(sim),
+    };
+    assert!(r2.dev.cache().unwrap().shim_active());
+    let len = 64 * KIB;
+    let p = mmap_at(std::ptr::null_mut(), len, 0);
+    let (b1, b2) = (stats(r), stats(&r2));
+    for round in 0..3u64 {
+        let data = pattern(40 + round, len);
+        write(p, &data);
+        for rig in [r, &r2] {
+            // A miss, then a hit, on each device.
+            for card_at in [0, 0x10_0000] {
+                assert_eq!(try_h2c(rig, 0, p, len, card_at), Ok(()));
+                assert_same(
+                    &card(rig, card_at, len),
+                    &data,
+                    &format!("{}: round {round}", rig.dev.name()),
+                );
+            }
+        }
+        munmap(p, len);
+        mmap_at(p, len, libc::MAP_FIXED_NOREPLACE);
+    }
+    for (rig, before) in [(r, b1), (&r2, b2)] {
+        poll_until("the last round's entries are invalidated", || {
+            stats(rig).entries == before.entries
+        });
+        let s = stats(rig);
+        let name = rig.dev.name();
+        assert_eq!(s.uncached, before.uncached, "{name}: {s:?}");
+        assert_eq!(s.misses - before.misses, 3, "{name}: {s:?}");
+        assert_eq!(s.hits - before.hits, 3, "{name}: {s:?}");
+        assert!(
+            s.invalidations_shim - before.invalidations_shim >= 3,
+            "{name}: every munmap reached this cache: {s:?}"
+        );
+    }
+    r2.dev.close().unwrap();
+    munmap(p, len);
+}

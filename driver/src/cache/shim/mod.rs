@@ -20,7 +20,7 @@
 //!   full ring sets a flag, and everything is invalidated.
 //! * **Drain** (every lookup and commit first, and thread `fdma-shim` when
 //!   woken): waits, bounded, for the count to be even, then publishes the
-//!   ranges in the ring to the cache. From publication on, no lookup hits
+//!   ranges in the ring to every cache attached to the shim. From publication on, no lookup hits
 //!   and no commit succeeds against an entry overlapping the range (R4);
 //!   jobs on such entries that complete afterwards fail with
 //!   [`crate::FenceError::StaleMemory`]. The cache's worker retires the
@@ -44,10 +44,12 @@
 //! [`super::CacheSnapshot::uncached`]). For the fd-based cases the
 //! application must call [`super::RegCache::invalidate`] before re-backing.
 //!
-//! Each cache (each open device) has a userfaultfd of its own, and a range
-//! can belong to one userfaultfd only: memory that two devices' caches
-//! both use is watched by the first to register it and served uncached by
-//! the second (`EBUSY`, counted). Ranges larger than [`UNSUBSCRIBE_MAX`]
+//! One shim serves the whole process: a range can belong to one
+//! userfaultfd only, so the caches of every open device share one
+//! userfaultfd, one monitor and one ring, and every published range is
+//! applied to every cache. Memory that two devices use is watched once and
+//! cached by both. (A forked child that opens devices gets a shim of its
+//! own.) Ranges larger than [`UNSUBSCRIBE_MAX`]
 //! stay subscribed after their entry goes (their mapping stays split until
 //! the application unmaps it), and the budget counts live subscriptions,
 //! not the mappings the kernel actually split.
@@ -62,6 +64,7 @@ mod tests;
 #[cfg(not(loom))]
 mod threads;
 
+use super::CacheInner;
 use crate::sync::{Mutex, Ordering};
 use ring::EventRing;
 use std::ops::Range;
@@ -88,55 +91,173 @@ pub(crate) enum Unwatched {
     NoMonitor,
 }
 
-/// One cache's shim.
+/// A live subscription: the cache that made it, its entry's generation,
+/// the range.
+#[cfg_attr(loom, allow(dead_code))]
+struct Sub {
+    owner: u64,
+    gen: u64,
+    range: Range<u64>,
+}
+
+/// The process's shim, shared by every cache (see the module docs).
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct Shim {
     pub ring: Arc<EventRing>,
-    /// Serialises drains (the ring has one consumer).
-    pub drain: Mutex<()>,
-    /// Live subscriptions: (entry generation, range).
-    subs: Mutex<Vec<(u64, Range<u64>)>>,
+    /// Serialises drains (the ring has one consumer) and their
+    /// application to the caches.
+    drain: Mutex<()>,
+    /// Live subscriptions of every attached cache.
+    subs: Mutex<Vec<Sub>>,
     /// Most live subscriptions (VMA budget).
     budget: crate::sync::AtomicUsize,
-    /// The monitor's death has been published (everything invalidated).
-    pub dead_published: crate::sync::AtomicBool,
+    /// The monitor's death has been published (everything invalidated), or
+    /// the shim was stopped.
+    dead_published: crate::sync::AtomicBool,
+    /// The attached caches, by id. Under loom the one cache of the model
+    /// drains for itself.
+    #[cfg(not(loom))]
+    listeners: std::sync::Mutex<Vec<(u64, std::sync::Weak<CacheInner>)>>,
+    #[cfg(not(loom))]
+    next_id: std::sync::atomic::AtomicU64,
+    /// The last cache detached: the shim is being stopped and must not be
+    /// handed out again (set under [`SHARED`]'s lock).
+    #[cfg(not(loom))]
+    closing: std::sync::atomic::AtomicBool,
+    /// The process that started it (a forked child starts its own).
+    #[cfg(not(loom))]
+    pid: u32,
     #[cfg(not(loom))]
     io: Option<threads::Io>,
 }
 
+/// A cache's attachment to the shim.
+pub(crate) struct Attached {
+    /// The shim.
+    pub shim: Arc<Shim>,
+    /// The cache's id among the shim's listeners.
+    pub id: u64,
+}
+
+/// The shim every cache of this process attaches to, while one lives.
+#[cfg(not(loom))]
+static SHARED: std::sync::Mutex<std::sync::Weak<Shim>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
 impl Shim {
-    /// A shim with no monitor (loom models, and `Watch::Explicit`-like
-    /// tests): subscriptions always succeed, the ring is fed by hand.
+    /// A shim with no monitor (loom models): subscriptions always succeed,
+    /// the ring is fed by hand.
     #[cfg(all(loom, test))]
-    pub fn detached() -> Shim {
-        Shim {
-            ring: Arc::new(EventRing::new(ring::CAPACITY)),
-            drain: Mutex::new(()),
-            subs: Mutex::new(Vec::new()),
-            budget: crate::sync::AtomicUsize::new(usize::MAX),
-            dead_published: crate::sync::AtomicBool::new(false),
-            #[cfg(not(loom))]
-            io: None,
+    pub fn detached() -> Attached {
+        Attached {
+            shim: Arc::new(Shim {
+                ring: Arc::new(EventRing::new(ring::CAPACITY)),
+                drain: Mutex::new(()),
+                subs: Mutex::new(Vec::new()),
+                budget: crate::sync::AtomicUsize::new(usize::MAX),
+                dead_published: crate::sync::AtomicBool::new(false),
+            }),
+            id: 1,
         }
     }
 
-    /// Open a userfaultfd and start the monitor and drain threads for the
-    /// cache `weak` points to. On failure the error says why; the cache
-    /// then serves process memory uncached.
+    /// Attach the cache `weak` points to to the process's shim, starting
+    /// it (a userfaultfd, the monitor and drain threads) if none runs. On
+    /// failure the error says why; the cache then serves process memory
+    /// uncached.
     #[cfg(not(loom))]
-    pub fn start(
-        weak: std::sync::Weak<super::CacheInner>,
-    ) -> std::result::Result<Shim, nix::Error> {
+    pub fn attach_shared(weak: std::sync::Weak<CacheInner>) -> Result<Attached, nix::Error> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shared.upgrade() {
+            if s.pid == std::process::id() && !s.ring.is_dead() && !s.is_stopped() {
+                let id = s.attach(weak);
+                return Ok(Attached { shim: s, id });
+            }
+        }
+        let s = Shim::start()?;
+        *shared = Arc::downgrade(&s);
+        let id = s.attach(weak);
+        Ok(Attached { shim: s, id })
+    }
+
+    /// Attach the cache `weak` points to to a shim of its own (tests that
+    /// lower the budget or kill the monitor, which must not touch the
+    /// process's shim other tests use).
+    #[cfg(all(test, not(loom)))]
+    pub fn attach_private(weak: std::sync::Weak<CacheInner>) -> Result<Attached, nix::Error> {
+        let s = Shim::start()?;
+        let id = s.attach(weak);
+        Ok(Attached { shim: s, id })
+    }
+
+    /// Open a userfaultfd and start the threads.
+    #[cfg(not(loom))]
+    fn start() -> Result<Arc<Shim>, nix::Error> {
         let ring = Arc::new(EventRing::new(ring::CAPACITY));
-        let io = threads::Io::start(ring.clone(), weak)?;
-        Ok(Shim {
-            ring,
-            drain: Mutex::new(()),
-            subs: Mutex::new(Vec::new()),
-            budget: crate::sync::AtomicUsize::new(vma_budget()),
-            dead_published: crate::sync::AtomicBool::new(false),
-            io: Some(io),
-        })
+        let mut failed = None;
+        let s = Arc::new_cyclic(|me| {
+            let io = threads::Io::start(ring.clone(), me.clone())
+                .map_err(|e| failed = Some(e))
+                .ok();
+            Shim {
+                ring,
+                drain: Mutex::new(()),
+                subs: Mutex::new(Vec::new()),
+                budget: crate::sync::AtomicUsize::new(vma_budget()),
+                dead_published: crate::sync::AtomicBool::new(false),
+                listeners: std::sync::Mutex::new(Vec::new()),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+                closing: std::sync::atomic::AtomicBool::new(false),
+                pid: std::process::id(),
+                io,
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(s),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn attach(&self, weak: std::sync::Weak<CacheInner>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        l.retain(|(_, w)| w.strong_count() > 0);
+        l.push((id, weak));
+        id
+    }
+
+    /// The cache `id` is closing: forget it and its subscriptions, and stop
+    /// the shim if it was the last cache. Idempotent.
+    pub fn detach(&self, id: u64) {
+        let subs: Vec<u64> = {
+            let subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+            subs.iter()
+                .filter(|s| s.owner == id)
+                .map(|s| s.gen)
+                .collect()
+        };
+        for gen in subs {
+            self.release(id, gen);
+        }
+        #[cfg(not(loom))]
+        {
+            // Under the lock that hands the shim out, so that nobody
+            // attaches to a shim being stopped.
+            let _shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            l.retain(|(i, w)| *i != id && w.strong_count() > 0);
+            if !l.is_empty() {
+                return;
+            }
+            self.closing.store(true, Ordering::Release);
+        }
+        self.stop();
+    }
+
+    #[cfg(not(loom))]
+    fn is_stopped(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Wait (bounded) for the monitor to publish what it has read. False
@@ -148,8 +269,58 @@ impl Shim {
         self.ring.settle(SETTLE_BOUND) == ring::Settled::Yes
     }
 
-    /// Subscribe `r` for the registration of generation `gen`.
-    pub fn subscribe(&self, gen: u64, r: &Range<u64>) -> Result<(), Unwatched> {
+    /// Whether a drain is due: the ring holds unpublished ranges, or the
+    /// monitor died and that is not yet published.
+    pub fn drain_due(&self) -> bool {
+        self.ring.pending() || (self.ring.is_dead() && !self.dead_published.load(Ordering::Acquire))
+    }
+
+    /// Publish the ring's ranges to every attached cache (and to `me`, the
+    /// caller's, which under loom is the only one). Under the drain lock,
+    /// so that a second caller finds them published, not merely taken.
+    pub fn drain(&self, me: Option<&CacheInner>) {
+        #[cfg(not(loom))]
+        let mut others = Vec::new();
+        {
+            let _g = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ranges = Vec::new();
+            let drained = self.ring.drain(|r| ranges.push(r));
+            let died = self.ring.is_dead() && !self.dead_published.swap(true, Ordering::AcqRel);
+            if died {
+                ranges.push(0..u64::MAX);
+            }
+            if !ranges.is_empty() {
+                if let Some(me) = me {
+                    me.apply_shim_ranges(&ranges, died);
+                }
+                #[cfg(not(loom))]
+                {
+                    let me = me.map_or(std::ptr::null(), |m| m as *const CacheInner);
+                    others.extend(
+                        self.listeners
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .iter()
+                            .filter(|(_, w)| w.as_ptr() != me)
+                            .filter_map(|(_, w)| w.upgrade()),
+                    );
+                    for c in &others {
+                        c.apply_shim_ranges(&ranges, died);
+                    }
+                }
+            }
+            // Only now may a lookup skip the drain lock (R4).
+            self.ring.published(drained);
+        }
+        // A cache whose last handle went meanwhile is dropped here, outside
+        // the drain lock (its drop detaches from this shim).
+        #[cfg(not(loom))]
+        drop(others);
+    }
+
+    /// Subscribe `r` for the registration of generation `gen` of the cache
+    /// `owner`.
+    pub fn subscribe(&self, owner: u64, gen: u64, r: &Range<u64>) -> Result<(), Unwatched> {
         if self.ring.is_dead() {
             return Err(Unwatched::NoMonitor);
         }
@@ -172,20 +343,26 @@ impl Shim {
                 return Err(Unwatched::Refused);
             }
         }
-        subs.push((gen, r.clone()));
+        subs.push(Sub {
+            owner,
+            gen,
+            range: r.clone(),
+        });
         Ok(())
     }
 
-    /// The registration of generation `gen` is gone: forget its
-    /// subscription, and drop it in the kernel if it is small and no other
-    /// subscription overlaps it.
-    pub fn release(&self, gen: u64) {
+    /// The registration of generation `gen` of the cache `owner` is gone:
+    /// forget its subscription, and drop it in the kernel if it is small
+    /// and no other subscription (of any cache) overlaps it.
+    pub fn release(&self, owner: u64, gen: u64) {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(i) = subs.iter().position(|(g, _)| *g == gen) else {
+        let Some(i) = subs.iter().position(|s| s.owner == owner && s.gen == gen) else {
             return;
         };
-        let (_, r) = subs.swap_remove(i);
-        let shared = subs.iter().any(|(_, o)| o.start < r.end && r.start < o.end);
+        let r = subs.swap_remove(i).range;
+        let shared = subs
+            .iter()
+            .any(|o| o.range.start < r.end && r.start < o.range.end);
         #[cfg(not(loom))]
         if !shared && r.end - r.start <= UNSUBSCRIBE_MAX {
             if let Some(io) = &self.io {
@@ -231,16 +408,23 @@ impl Shim {
         }
     }
 
-    /// Stop the threads and close the userfaultfd (the cache is closing).
-    /// Idempotent.
-    pub fn stop(&self) {
-        // A deliberate stop: nothing to report or invalidate (the cache
+    /// Stop the threads and close the userfaultfd (no cache is attached
+    /// any more). Idempotent.
+    fn stop(&self) {
+        // A deliberate stop: nothing to report or invalidate (every cache
         // retired everything before).
         self.dead_published.store(true, Ordering::Release);
         #[cfg(not(loom))]
         if let Some(io) = &self.io {
             io.stop();
         }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Shim {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -1,6 +1,6 @@
 //! The shim's two threads: the monitor, which reads the userfaultfd into
 //! the ring and must never lock, allocate, log or unmap (C8), and the
-//! drain thread, which publishes the ring to the cache when woken (it may
+//! drain thread, which publishes the ring to the caches when woken (it may
 //! do all of those).
 
 use super::ring::EventRing;
@@ -37,7 +37,7 @@ pub(super) struct Io {
 
 impl Io {
     /// Open the userfaultfd and start both threads.
-    pub fn start(ring: Arc<EventRing>, cache: Weak<super::super::CacheInner>) -> nix::Result<Io> {
+    pub fn start(ring: Arc<EventRing>, shim: Weak<super::Shim>) -> nix::Result<Io> {
         let uffd = Uffd::open()?;
         let raw = uffd.as_fd().as_raw_fd();
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
@@ -64,7 +64,7 @@ impl Io {
             let stop2 = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name("fdma-shim".into())
-                .spawn(move || drainer(&ring, &stop2, &wake, &cache));
+                .spawn(move || drainer(&ring, &stop2, &wake, &shim));
             match spawned {
                 Ok(h) => h,
                 Err(e) => {
@@ -161,12 +161,7 @@ fn monitor(uffd: BorrowedFd<'_>, ring: &EventRing, stop: &EventFd, wake: &EventF
 
 /// The drain thread: publishes what the monitor pushed, so that memory
 /// nobody looks up again is still unmapped and unpinned promptly.
-fn drainer(
-    ring: &EventRing,
-    stop: &EventFd,
-    wake: &EventFd,
-    cache: &Weak<super::super::CacheInner>,
-) {
+fn drainer(ring: &EventRing, stop: &EventFd, wake: &EventFd, shim: &Weak<super::Shim>) {
     loop {
         let mut fds = [
             PollFd::new(wake.as_fd(), PollFlags::POLLIN),
@@ -184,15 +179,18 @@ fn drainer(
             return;
         }
         let _ = wake.read();
-        let Some(inner) = cache.upgrade() else {
-            return;
+        // Not yet (still being built) or no longer (being dropped, which
+        // stops this thread): nothing to publish to.
+        let Some(s) = shim.upgrade() else {
+            continue;
         };
-        inner.sync_shim();
+        s.settle();
+        if s.drain_due() {
+            s.drain(None);
+        }
         if ring.is_dead() {
             // The monitor is gone: release whoever waits for it to read.
-            if let Some(s) = inner.shim.get() {
-                s.close_uffd();
-            }
+            s.close_uffd();
             return;
         }
     }
