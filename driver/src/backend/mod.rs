@@ -253,3 +253,62 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// default, for transports with no such request, does nothing.
     fn release(&self) {}
 }
+
+/// The [`Backend`] methods of a test backend that only records DMA
+/// mappings: no regions, config space, interrupts or reset. Expands inside
+/// an `impl Backend` whose type has a `limits: DmaLimits` field and an
+/// `fn unsupported<T>(&self) -> BResult<T>`.
+#[cfg(test)]
+macro_rules! dma_only_test_backend {
+    () => {
+        fn region_info(&self, _index: u32) -> Option<&$crate::backend::RegionInfo> {
+            None
+        }
+        fn region_read(&self, _: u32, _: u64, _: &mut [u8]) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn region_write(&self, _: u32, _: u64, _: &[u8]) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn region_write_posted(&self, _: u32, _: u64, _: &[u8]) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn region_mmap(
+            &self,
+            _: u32,
+        ) -> $crate::backend::BResult<Option<Vec<$crate::backend::RegionMap>>> {
+            Ok(None)
+        }
+        fn config_read(&self, _: u64, _: &mut [u8]) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn config_write(&self, _: u64, _: &[u8]) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn dma_limits(&self) -> &$crate::backend::DmaLimits {
+            &self.limits
+        }
+        fn irq_count(&self, _: $crate::backend::IrqKind) -> u32 {
+            0
+        }
+        fn set_irq_eventfds(
+            &self,
+            _: $crate::backend::IrqKind,
+            _: u32,
+            _: &[std::os::fd::BorrowedFd<'_>],
+        ) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn disable_irqs(&self, _: $crate::backend::IrqKind) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn reset(&self) -> $crate::backend::BResult<()> {
+            self.unsupported()
+        }
+        fn is_lost(&self) -> bool {
+            false
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use dma_only_test_backend;

@@ -9,14 +9,11 @@
 //! `Arc` ([`Log`]) so that tests keep a typed handle while the cache holds
 //! an `Arc<dyn Backend>` (loom's `Arc` cannot unsize; `Arc::from_std` can).
 
-use crate::backend::{
-    BResult, Backend, DmaLimits, DmaProt, DmaSource, IrqKind, RegionInfo, RegionMap,
-};
+use crate::backend::{BResult, Backend, DmaLimits, DmaProt, DmaSource};
 use crate::error::BackendError;
 use crate::mem::DmaSpace;
 use crate::sync::{Arc, Mutex};
 use std::collections::BTreeMap;
-use std::os::fd::BorrowedFd;
 
 /// What the test sees at an unmap, computed by its probe (e.g. "was the
 /// job's fence signalled by now").
@@ -173,30 +170,7 @@ impl Backend for TestBackend {
     fn name(&self) -> &str {
         "cache-test-backend"
     }
-    fn region_info(&self, _index: u32) -> Option<&RegionInfo> {
-        None
-    }
-    fn region_read(&self, _: u32, _: u64, _: &mut [u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_write(&self, _: u32, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_write_posted(&self, _: u32, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_mmap(&self, _: u32) -> BResult<Option<Vec<RegionMap>>> {
-        Ok(None)
-    }
-    fn config_read(&self, _: u64, _: &mut [u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn config_write(&self, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn dma_limits(&self) -> &DmaLimits {
-        &self.limits
-    }
+    crate::backend::dma_only_test_backend!();
     fn dma_map(&self, iova: u64, size: u64, source: DmaSource<'_>, _prot: DmaProt) -> BResult<()> {
         let op = format!("DMA_MAP iova {iova:#x} size {size:#x}");
         let vaddr = match source {
@@ -248,20 +222,5 @@ impl Backend for TestBackend {
         st.maps.remove(&iova);
         st.events.push(Event::Unmap { iova, size, probe });
         Ok(())
-    }
-    fn irq_count(&self, _: IrqKind) -> u32 {
-        0
-    }
-    fn set_irq_eventfds(&self, _: IrqKind, _: u32, _: &[BorrowedFd<'_>]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn disable_irqs(&self, _: IrqKind) -> BResult<()> {
-        self.unsupported()
-    }
-    fn reset(&self) -> BResult<()> {
-        self.unsupported()
-    }
-    fn is_lost(&self) -> bool {
-        false
     }
 }

@@ -3,13 +3,11 @@
 //! records maps and unmaps. A unit-test fixture, not a model of the device.
 
 use super::K4;
-use crate::backend::{
-    BResult, Backend, DmaLimits, DmaProt, DmaSource, IrqKind, RegionInfo, RegionMap,
-};
+use crate::backend::{BResult, Backend, DmaLimits, DmaProt, DmaSource};
 use crate::mem::DmaSpace;
 use crate::sync::Arc;
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex as StdMutex, OnceLock, Weak};
 
 /// How the next `dma_unmap` fails.
@@ -92,30 +90,7 @@ impl Backend for TestBackend {
     fn name(&self) -> &str {
         "test-backend"
     }
-    fn region_info(&self, _index: u32) -> Option<&RegionInfo> {
-        None
-    }
-    fn region_read(&self, _: u32, _: u64, _: &mut [u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_write(&self, _: u32, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_write_posted(&self, _: u32, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn region_mmap(&self, _: u32) -> BResult<Option<Vec<RegionMap>>> {
-        Ok(None)
-    }
-    fn config_read(&self, _: u64, _: &mut [u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn config_write(&self, _: u64, _: &[u8]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn dma_limits(&self) -> &DmaLimits {
-        &self.limits
-    }
+    crate::backend::dma_only_test_backend!();
     fn dma_map(&self, iova: u64, size: u64, source: DmaSource<'_>, prot: DmaProt) -> BResult<()> {
         let op = format!("DMA_MAP iova {iova:#x} size {size:#x}");
         if std::mem::take(&mut *self.fail_next_map.lock().unwrap()) {
@@ -177,20 +152,5 @@ impl Backend for TestBackend {
             iova_in_use,
         });
         Ok(())
-    }
-    fn irq_count(&self, _: IrqKind) -> u32 {
-        0
-    }
-    fn set_irq_eventfds(&self, _: IrqKind, _: u32, _: &[BorrowedFd<'_>]) -> BResult<()> {
-        self.unsupported()
-    }
-    fn disable_irqs(&self, _: IrqKind) -> BResult<()> {
-        self.unsupported()
-    }
-    fn reset(&self) -> BResult<()> {
-        self.unsupported()
-    }
-    fn is_lost(&self) -> bool {
-        false
     }
 }
