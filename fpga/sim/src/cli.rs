@@ -153,14 +153,16 @@ impl SimArgs {
 ///
 /// While it serves, the server is announced in the user's runtime
 /// directory (`fdma_vfio_user::announce`), so that `fdma list` shows it; a
-/// directory that cannot be used costs only a warning.
+/// directory that cannot be used costs only a warning. The announcement is
+/// written before the control socket appears.
 ///
 /// The signals are blocked on the calling thread and read from a signalfd
 /// the server polls, so one can never slip in between a check and a
 /// blocking poll. Call it before starting other threads so they inherit the
 /// mask.
 pub fn run(args: &SimArgs) -> Result<(), ServerError> {
-    let (cfg, sim) = args.configs();
+    let (mut cfg, sim) = args.configs();
+    cfg.announce = Some(args.summary());
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
@@ -169,9 +171,6 @@ pub fn run(args: &SimArgs) -> Result<(), ServerError> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| ServerError::io("signalfd", "SIGTERM/SIGINT", e.into()))?;
     let mut server = Server::new(cfg, sim)?;
-    if let Err(e) = server.announce(args.summary()) {
-        log::warn!("not announced (fdma list will not show this simulator): {e}");
-    }
     server.run(Some(std::os::fd::AsFd::as_fd(&sfd)))?;
     server.core().card.flush_trace();
     drop(server);

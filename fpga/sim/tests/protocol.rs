@@ -338,6 +338,18 @@ fn a_silent_second_client_does_not_hold_up_the_served_one() {
     );
 }
 
+/// The server is announced before its control socket appears, so a script
+/// that waits for the control socket finds it in `fdma list`.
+#[test]
+fn announced_before_the_control_socket_appears() {
+    let sim = start(); // returns as soon as the control socket exists
+    let anns = fdma_vfio_user::announce::list_in(&sim._dir.path().join("fdma")).unwrap();
+    assert_eq!(anns.len(), 1, "{anns:?}");
+    assert_eq!(anns[0].socket, sim.sock);
+    assert_eq!(anns[0].pid, sim.child.id());
+    assert!(!anns[0].busy);
+}
+
 /// A client that exits and the next one that connects at once, both
 /// pending when the server next looks (here: connected while the server is
 /// stopped, as a loaded CI machine might leave it): the first one's posted

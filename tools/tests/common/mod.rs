@@ -85,9 +85,9 @@ impl SimProc {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting fdma sim");
-        // Ready means serving and announced: the simulator binds its
-        // sockets first and writes its announcement right after, so a test
-        // that only waited for the control socket could list too early.
+        // Ready means serving and announced. The simulator announces
+        // itself before it binds the control socket; waiting for both
+        // states what the tests rely on rather than that order.
         let ctl = format!("{}.ctl", socket.display());
         let ann = runtime.join("fdma").join(format!("{}-0.json", child.id()));
         let t0 = Instant::now();

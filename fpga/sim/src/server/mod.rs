@@ -87,6 +87,12 @@ pub struct ServerConfig {
     pub slice_cycles: u64,
     /// Faults injected into client-served DMA replies from the start (D7).
     pub dma_faults: DmaFaults,
+    /// Announce the server (see [`Server::announce`]) with these option
+    /// summaries as it starts: after the vfio-user socket is bound and
+    /// before the control socket is, so that a script that waits for the
+    /// control socket finds the server in `fdma list`. A runtime directory
+    /// that cannot be used costs a warning.
+    pub announce: Option<Vec<String>>,
 }
 
 impl ServerConfig {
@@ -99,6 +105,7 @@ impl ServerConfig {
             dma_reply_timeout: Duration::from_secs(5),
             slice_cycles: 10_000,
             dma_faults: DmaFaults::default(),
+            announce: None,
         }
     }
 }
@@ -183,6 +190,16 @@ impl Server {
         let card = Card::new(sim)?;
         let device = Device::new(card.engine());
         let listener = bind(&cfg.socket)?;
+        let announcer = cfg.announce.clone().and_then(|options| {
+            let ann =
+                Announcement::for_this_process(&cfg.socket, card.engine().channels as u32, options);
+            Announcer::create(ann)
+                .inspect(|a| log::info!("announced in {}", a.path().display()))
+                .inspect_err(|e| {
+                    log::warn!("not announced (fdma list will not show this simulator): {e}")
+                })
+                .ok()
+        });
         let mut ctl_path = cfg.socket.clone().into_os_string();
         ctl_path.push(".ctl");
         let ctl_path = PathBuf::from(ctl_path);
@@ -206,7 +223,7 @@ impl Server {
             session: None,
             client_pid: None,
             rejects: Vec::new(),
-            announcer: None,
+            announcer,
             irq_scratch: Vec::new(),
             cfg,
         })
