@@ -9,12 +9,22 @@
 //! dropped interrupts found by the watchdog, a hung channel, reset, device
 //! loss — with logging at trace level, and requires the count to be zero.
 //!
+//! A second test drives the vfio-user DMA service thread alone, through a
+//! bare backend, with memory mapped pinned and not.
+//!
 //! Set `FDMA_ABORT_ON_SIGNALLING_ALLOC=1` to abort at the first offending
 //! allocation instead, for a backtrace in a debugger.
 
+mod common;
+
+use common::{connect, pattern, setup_ring, start, start_with, Anon, PAGE, SRC_IOVA};
+use fdma::backend::vfio_user::{VfioUserBackend, VfioUserOptions};
+use fdma::backend::{Backend, DmaProt, DmaSource};
 use fdma::faults::OneShot;
 use fdma::sync::SignallingSection;
 use fdma::{Device, FenceError, IrqMode, Job, OpenOptions, WatchdogConfig};
+use fdma_hw::desc::{Descriptor, Direction};
+use fdma_hw::regs::state;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -61,54 +71,6 @@ unsafe impl GlobalAlloc for Guard {
 #[global_allocator]
 static GLOBAL: Guard = Guard;
 
-struct InProcessSim {
-    stop: nix::sys::eventfd::EventFd,
-    thread: Option<std::thread::JoinHandle<()>>,
-    name: String,
-    _dir: tempfile::TempDir,
-}
-
-impl InProcessSim {
-    fn start() -> InProcessSim {
-        use fdma_sim::card::SimConfig;
-        use fdma_sim::server::{Server, ServerConfig};
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("fdma.sock");
-        let stop = nix::sys::eventfd::EventFd::from_flags(
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )
-        .unwrap();
-        let stop_fd: std::os::fd::OwnedFd = std::os::fd::AsFd::as_fd(&stop)
-            .try_clone_to_owned()
-            .unwrap();
-        let mut server = Server::new(ServerConfig::new(&sock), SimConfig::default()).unwrap();
-        let thread = std::thread::spawn(move || {
-            server
-                .run(Some(std::os::fd::AsFd::as_fd(&stop_fd)))
-                .unwrap();
-        });
-        InProcessSim {
-            stop,
-            thread: Some(thread),
-            name: format!("sim:{}", sock.display()),
-            _dir: dir,
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for InProcessSim {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn wait(f: &fdma::Fence) -> fdma::Status {
     match f.wait_timeout(Duration::from_secs(30)) {
         fdma::Wait::Signalled(s) => s,
@@ -130,7 +92,7 @@ fn f10_completion_paths_do_not_allocate() {
         logger.filter_module(&format!("fdma::{m}"), log::LevelFilter::Trace);
     }
     let _ = logger.try_init();
-    let mut sim = InProcessSim::start();
+    let mut sim = start_with(fdma_sim::card::SimConfig::default(), false);
     let opts = OpenOptions {
         watchdog: WatchdogConfig {
             stall_cycles: 300_000,
@@ -139,7 +101,7 @@ fn f10_completion_paths_do_not_allocate() {
         },
         ..Default::default()
     };
-    let dev = Device::open_with(&sim.name, &opts).unwrap();
+    let dev = Device::open_with(&sim.name(), &opts).unwrap();
     let fi = dev.faults().unwrap();
     let buf = dev.alloc(64 * 1024).unwrap();
     let mut job = Job::new();
@@ -214,5 +176,67 @@ fn f10_completion_paths_do_not_allocate() {
         0,
         "allocations or frees inside a signalling section \
          (rerun with FDMA_ABORT_ON_SIGNALLING_ALLOC=1 for a backtrace)"
+    );
+}
+
+/// F10: the DMA service thread serves reads and writes, pinned and not,
+/// without allocating or freeing.
+#[test]
+fn service_thread_does_not_allocate() {
+    let sim = start();
+    for pinned in [true, false] {
+        let b = if pinned {
+            connect(&sim, &VfioUserOptions::default())
+        } else {
+            VfioUserBackend::connect_unpinned(&sim.sock, &VfioUserOptions::default()).unwrap()
+        };
+        // Device state outlives a session: start from a reset card.
+        b.reset().unwrap();
+        let mut ring = setup_ring(&b);
+        let mem = Anon::new(16 * PAGE);
+        mem.fill(&pattern(16 * PAGE, 9));
+        b.dma_map(
+            SRC_IOVA,
+            16 * PAGE as u64,
+            DmaSource::Vaddr(mem.ptr),
+            DmaProt::RW,
+        )
+        .unwrap();
+        for i in 0..4u64 {
+            let d = Descriptor::new(
+                Direction::HostToCard,
+                SRC_IOVA,
+                0x4000,
+                8 * PAGE as u32,
+                false,
+                true,
+                1,
+            );
+            assert_eq!(ring.run(&b, d), (state::RUNNING, 0));
+            let d = Descriptor::new(
+                Direction::CardToHost,
+                0x4000,
+                SRC_IOVA + 8 * PAGE as u64 + i,
+                4 * PAGE as u32,
+                false,
+                true,
+                2,
+            );
+            assert_eq!(ring.run(&b, d), (state::RUNNING, 0));
+        }
+        assert_eq!(
+            mem.read(12 * PAGE + 3)[8 * PAGE + 3..],
+            pattern(16 * PAGE, 9)[..4 * PAGE]
+        );
+        b.dma_unmap(SRC_IOVA, 16 * PAGE as u64).unwrap();
+        drop(ring);
+        // The next client connects at once: the server finishes this
+        // session first rather than refusing it as a second client.
+        drop(b);
+    }
+    assert_eq!(
+        VIOLATIONS.load(Ordering::Relaxed),
+        0,
+        "heap use inside the DMA service thread's signalling section"
     );
 }

@@ -3,12 +3,14 @@
 //! DMA mapped by fd and by address with real DMA through the engine, the
 //! D5 conformance test (re-backed address: the device sees the old pages),
 //! EEXIST / exact-unmap rules, permissions, a lost device, and a handle
-//! poisoned after fork.
+//! poisoned after fork. The DMA service thread's F10 check is in
+//! `signalling_no_alloc.rs`, with that binary's counting allocator.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+mod common;
+
+use common::*;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,233 +19,8 @@ use fdma::backend::{Backend, DmaProt, DmaSource, IrqKind, RegFault};
 use fdma::BackendError;
 use fdma_hw::desc::{err, Descriptor, Direction};
 use fdma_hw::pci::{self, cfg};
-use fdma_hw::regs::{self, channel_reg, state};
-use fdma_sim::card::{LinkModel, SimConfig};
-use fdma_sim::server::{Server, ServerConfig};
+use fdma_hw::regs::{self, state};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-
-const RING_IOVA: u64 = 0x10_0000;
-const RING_SIZE: u64 = 0x10_0000;
-const SRC_IOVA: u64 = 0x200_0000;
-const PAGE: usize = 4096;
-
-/// The simulator's server on a thread of this process.
-struct Sim {
-    sock: PathBuf,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-fn start() -> Sim {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("fdma.sock");
-    let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).unwrap();
-    let stop_fd: OwnedFd = stop.as_fd().try_clone_to_owned().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let s = sock.clone();
-    let thread = std::thread::spawn(move || {
-        let sim = SimConfig {
-            link: LinkModel::OFF,
-            ..SimConfig::default()
-        };
-        let mut server = Server::new(ServerConfig::new(&s), sim).unwrap();
-        tx.send(()).unwrap();
-        server.run(Some(stop_fd.as_fd())).unwrap();
-        // Dropping the server closes the client's sockets.
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("server started");
-    Sim {
-        sock,
-        stop,
-        thread: Some(thread),
-        _dir: dir,
-    }
-}
-
-impl Sim {
-    fn stop(&mut self) {
-        self.stop.write(1).unwrap();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn connect(sim: &Sim, opts: &VfioUserOptions) -> VfioUserBackend {
-    VfioUserBackend::connect(&sim.sock, opts).unwrap()
-}
-
-fn reg(b: &dyn Backend, off: u32) -> u32 {
-    let mut v = [0u8; 4];
-    b.region_read(0, off as u64, &mut v).unwrap();
-    u32::from_le_bytes(v)
-}
-
-fn set(b: &dyn Backend, off: u32, v: u32) {
-    b.region_write(0, off as u64, &v.to_le_bytes()).unwrap();
-}
-
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
-}
-
-/// Anonymous private memory, unmapped on drop.
-struct Anon {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Anon {
-    fn new(len: usize) -> Anon {
-        // SAFETY: fresh anonymous mapping; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Anon { ptr: p.cast(), len }
-    }
-    fn fill(&self, data: &[u8]) {
-        assert!(data.len() <= self.len);
-        // SAFETY: within our mapping.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, data.len()) }
-    }
-    fn read(&self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        // SAFETY: within our mapping.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, v.as_mut_ptr(), n) }
-        v
-    }
-    /// Replace the pages at the same address with fresh memory (MAP_FIXED).
-    fn reback(&self) {
-        // SAFETY: replaces our own mapping in place.
-        let p = unsafe {
-            libc::mmap(
-                self.ptr.cast(),
-                self.len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(p.cast(), self.ptr);
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// A ring in a memfd mapped by fd, channel 0 programmed on it.
-struct Ring {
-    file: std::fs::File,
-    _map: memmap2::MmapRaw,
-    next: u32,
-}
-
-fn setup_ring(b: &VfioUserBackend) -> Ring {
-    let fd = nix::sys::memfd::memfd_create(c"ring", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-        .unwrap();
-    let file = std::fs::File::from(fd);
-    file.set_len(RING_SIZE).unwrap();
-    let map = memmap2::MmapOptions::new()
-        .len(RING_SIZE as usize)
-        .map_raw(&file)
-        .unwrap();
-    b.dma_map(
-        RING_IOVA,
-        RING_SIZE,
-        DmaSource::Fd {
-            fd: file.as_fd(),
-            offset: 0,
-            vaddr: map.as_ptr(),
-        },
-        DmaProt::RW,
-    )
-    .unwrap();
-    b.config_write(
-        cfg::COMMAND as u64,
-        &(cfg::COMMAND_MEMORY | cfg::COMMAND_BUS_MASTER).to_le_bytes(),
-    )
-    .unwrap();
-    let wb = RING_IOVA + 0x1000;
-    set(b, channel_reg(0, &regs::CH_RING_LO), RING_IOVA as u32);
-    set(
-        b,
-        channel_reg(0, &regs::CH_RING_HI),
-        (RING_IOVA >> 32) as u32,
-    );
-    set(b, channel_reg(0, &regs::CH_RING_SIZE), 16);
-    set(b, channel_reg(0, &regs::CH_WB_LO), wb as u32);
-    set(b, channel_reg(0, &regs::CH_WB_HI), (wb >> 32) as u32);
-    set(
-        b,
-        channel_reg(0, &regs::CH_CTRL),
-        regs::CH_CTRL_RUN.encode(1),
-    );
-    set(b, regs::GCTRL.offset, regs::GCTRL_ENABLE.encode(1));
-    Ring {
-        file,
-        _map: map,
-        next: 0,
-    }
-}
-
-impl Ring {
-    /// Submit one descriptor with a posted doorbell and wait until the
-    /// channel has consumed it; returns (state, error) of the channel.
-    fn run(&mut self, b: &VfioUserBackend, d: Descriptor) -> (u32, u32) {
-        let slot = (self.next % 16) as u64;
-        self.file.write_all_at(&d.to_bytes(), slot * 32).unwrap();
-        self.next += 1;
-        b.region_write_posted(
-            0,
-            channel_reg(0, &regs::CH_TAIL) as u64,
-            &(self.next % (1 << 16)).to_le_bytes(),
-        )
-        .unwrap();
-        let t0 = Instant::now();
-        loop {
-            let st = reg(b, channel_reg(0, &regs::CH_STATUS));
-            let s = regs::CH_STATUS_STATE.decode(st);
-            if s == state::HALTED || reg(b, channel_reg(0, &regs::CH_HEAD)) == self.next {
-                return (s, regs::CH_STATUS_ERR.decode(st));
-            }
-            assert!(t0.elapsed() < Duration::from_secs(15), "DMA never finished");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-fn card_read(b: &VfioUserBackend, off: u64, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    b.region_read(pci::BAR_CARD_MEM, off, &mut v).unwrap();
-    v
-}
 
 #[test]
 fn handshake_and_identity() {
@@ -701,7 +478,7 @@ fn forked_handle_is_poisoned() {
     // The parent's session and mapping are untouched by the child.
     assert_eq!(reg(&b, regs::ID.offset), fdma_hw::id_value());
     b.dma_unmap(SRC_IOVA, PAGE as u64).unwrap();
-    let _ = sim.stop.as_fd().as_raw_fd();
+    drop(sim);
 }
 
 /// A fake server: answers the handshake (granting the twin socket or not),
@@ -812,105 +589,4 @@ fn server_without_twin_socket_is_refused() {
         r => panic!("{r:?}"),
     }
     server.join().unwrap();
-}
-
-/// Counts heap allocations and frees made inside a signalling section
-/// (the DMA service thread's whole life, F10).
-struct SectionAllocCounter;
-
-static SECTION_ALLOCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn note_alloc() {
-    if fdma::sync::SignallingSection::active() {
-        SECTION_ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged.
-unsafe impl std::alloc::GlobalAlloc for SectionAllocCounter {
-    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        note_alloc();
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
-        note_alloc();
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc_zeroed(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        note_alloc();
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-        note_alloc();
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: SectionAllocCounter = SectionAllocCounter;
-
-/// F10: the DMA service thread serves reads and writes, pinned and not,
-/// without allocating or freeing.
-#[test]
-fn service_thread_does_not_allocate() {
-    let sim = start();
-    for pinned in [true, false] {
-        let b = if pinned {
-            connect(&sim, &VfioUserOptions::default())
-        } else {
-            VfioUserBackend::connect_unpinned(&sim.sock, &VfioUserOptions::default()).unwrap()
-        };
-        // Device state outlives a session: start from a reset card.
-        b.reset().unwrap();
-        let mut ring = setup_ring(&b);
-        let mem = Anon::new(16 * PAGE);
-        mem.fill(&pattern(16 * PAGE, 9));
-        b.dma_map(
-            SRC_IOVA,
-            16 * PAGE as u64,
-            DmaSource::Vaddr(mem.ptr),
-            DmaProt::RW,
-        )
-        .unwrap();
-        for i in 0..4u64 {
-            let d = Descriptor::new(
-                Direction::HostToCard,
-                SRC_IOVA,
-                0x4000,
-                8 * PAGE as u32,
-                false,
-                true,
-                1,
-            );
-            assert_eq!(ring.run(&b, d), (state::RUNNING, 0));
-            let d = Descriptor::new(
-                Direction::CardToHost,
-                0x4000,
-                SRC_IOVA + 8 * PAGE as u64 + i,
-                4 * PAGE as u32,
-                false,
-                true,
-                2,
-            );
-            assert_eq!(ring.run(&b, d), (state::RUNNING, 0));
-        }
-        assert_eq!(
-            mem.read(12 * PAGE + 3)[8 * PAGE + 3..],
-            pattern(16 * PAGE, 9)[..4 * PAGE]
-        );
-        b.dma_unmap(SRC_IOVA, 16 * PAGE as u64).unwrap();
-        drop(ring);
-        // The next client connects at once: the server finishes this
-        // session first rather than refusing it as a second client.
-        drop(b);
-    }
-    assert_eq!(
-        SECTION_ALLOCS.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "heap use inside the DMA service thread's signalling section"
-    );
 }

@@ -3,62 +3,23 @@
 //! announces itself, the pid of the client it serves; the first client is
 //! not disturbed, and once it leaves the simulator is free again.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
-use std::sync::mpsc;
+mod common;
+
+use common::Sim;
 use std::time::Duration;
 
 use fdma::backend::vfio_user::{VfioUserBackend, VfioUserOptions};
 use fdma::backend::Backend;
 use fdma::BackendError;
 use fdma_sim::card::{LinkModel, SimConfig};
-use fdma_sim::server::{Server, ServerConfig};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
-/// A server on a thread of this process, announced (or not); stopped on drop.
-struct Sim {
-    sock: PathBuf,
-    stop: EventFd,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
+/// A server on a thread of this process, announced (or not).
 fn start(announce: bool) -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("fdma.sock");
-    let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).unwrap();
-    let stop_fd: OwnedFd = stop.as_fd().try_clone_to_owned().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let s = sock.clone();
-    let thread = std::thread::spawn(move || {
-        let sim = SimConfig {
-            link: LinkModel::OFF,
-            ..SimConfig::default()
-        };
-        let mut server = Server::new(ServerConfig::new(&s), sim).unwrap();
-        if announce {
-            server.announce(vec!["test".into()]).unwrap();
-        }
-        tx.send(()).unwrap();
-        server.run(Some(stop_fd.as_fd())).unwrap();
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("server started");
-    Sim {
-        sock,
-        stop,
-        thread: Some(thread),
-        _dir: dir,
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    let sim = SimConfig {
+        link: LinkModel::OFF,
+        ..SimConfig::default()
+    };
+    common::start_with(sim, announce)
 }
 
 fn second_client_error(sim: &Sim) -> BackendError {

@@ -212,37 +212,8 @@ impl RegCache {
         Ok(c)
     }
 
-    /// [`RegCache::new`] with a shim of its own rather than the process's
-    /// (tests that kill its monitor or lower its budget).
-    #[cfg(all(test, not(loom)))]
-    pub(crate) fn with_private_shim(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
-        let c = RegCache::unattached(space, opts)?;
-        c.attach(shim::Shim::attach_private(Arc::downgrade(&c.inner)));
-        Ok(c)
-    }
-
-    /// Record the shim attached to (or why none is).
-    #[cfg(not(loom))]
-    fn attach(&self, attached: std::result::Result<shim::Attached, nix::Error>) {
-        match attached {
-            Ok(a) => {
-                log::debug!(
-                    "{}: registration cache watches process memory through userfaultfd ({:?})",
-                    self.inner.space.backend().name(),
-                    a.shim.opened()
-                );
-                let _ = self.inner.shim.set(a);
-            }
-            Err(e) => log::warn!(
-                "{}: no userfaultfd ({e}): process memory is served uncached \
-                 (mapped per job); see the cache docs",
-                self.inner.space.backend().name()
-            ),
-        }
-    }
-
     /// The cache and its worker, watching nothing yet.
-    fn unattached(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
+    pub(super) fn unattached(space: Arc<DmaSpace>, opts: &CacheOptions) -> Result<RegCache> {
         let limits = space.backend().dma_limits();
         let backend_entries = limits
             .max_mappings

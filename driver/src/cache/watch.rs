@@ -128,6 +128,40 @@ impl CacheInner {
     }
 }
 
+impl RegCache {
+    /// [`RegCache::new`] with a shim of its own rather than the process's
+    /// (tests that kill its monitor or lower its budget).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn with_private_shim(
+        space: Arc<crate::mem::DmaSpace>,
+        opts: &super::CacheOptions,
+    ) -> crate::Result<RegCache> {
+        let c = RegCache::unattached(space, opts)?;
+        c.attach(shim::Shim::attach_private(Arc::downgrade(&c.inner)));
+        Ok(c)
+    }
+
+    /// Record the shim attached to (or why none is).
+    #[cfg(not(loom))]
+    pub(super) fn attach(&self, attached: Result<shim::Attached, nix::Error>) {
+        match attached {
+            Ok(a) => {
+                log::debug!(
+                    "{}: registration cache watches process memory through userfaultfd ({:?})",
+                    self.inner.space.backend().name(),
+                    a.shim.opened()
+                );
+                let _ = self.inner.shim.set(a);
+            }
+            Err(e) => log::warn!(
+                "{}: no userfaultfd ({e}): process memory is served uncached \
+                 (mapped per job); see the cache docs",
+                self.inner.space.backend().name()
+            ),
+        }
+    }
+}
+
 /// Held by a job for an uncached entry: dropping it (after the job's fence
 /// is on the entry, or when the submit failed) unmaps the entry once its
 /// fences have signalled.
