@@ -129,15 +129,20 @@ impl CacheInner {
 }
 
 impl RegCache {
-    /// [`RegCache::new`] with a shim of its own rather than the process's
-    /// (tests that kill its monitor or lower its budget).
+    /// [`RegCache::new`] with a shim of its own rather than the process's,
+    /// its ring holding `capacity` records (tests that kill its monitor,
+    /// lower its budget or overflow its ring).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn with_private_shim(
         space: Arc<crate::mem::DmaSpace>,
         opts: &super::CacheOptions,
+        capacity: usize,
     ) -> crate::Result<RegCache> {
         let c = RegCache::unattached(space, opts)?;
-        c.attach(shim::Shim::attach_private(Arc::downgrade(&c.inner)));
+        c.attach(shim::Shim::attach_private(
+            Arc::downgrade(&c.inner),
+            capacity,
+        ));
         Ok(c)
     }
 

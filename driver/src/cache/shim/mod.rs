@@ -174,7 +174,7 @@ impl Shim {
                 return Ok(Attached { shim: s, id });
             }
         }
-        let s = Shim::start()?;
+        let s = Shim::start(ring::CAPACITY)?;
         *shared = Arc::downgrade(&s);
         let id = s.attach(weak);
         Ok(Attached { shim: s, id })
@@ -183,17 +183,22 @@ impl Shim {
     /// Attach the cache `weak` points to to a shim of its own (tests that
     /// lower the budget or kill the monitor, which must not touch the
     /// process's shim other tests use).
+    /// Its ring holds `capacity` records.
     #[cfg(all(test, not(loom)))]
-    pub fn attach_private(weak: std::sync::Weak<CacheInner>) -> Result<Attached, nix::Error> {
-        let s = Shim::start()?;
+    pub fn attach_private(
+        weak: std::sync::Weak<CacheInner>,
+        capacity: usize,
+    ) -> Result<Attached, nix::Error> {
+        let s = Shim::start(capacity)?;
         let id = s.attach(weak);
         Ok(Attached { shim: s, id })
     }
 
-    /// Open a userfaultfd and start the threads.
+    /// Open a userfaultfd and start the threads, with a ring of `capacity`
+    /// records.
     #[cfg(not(loom))]
-    fn start() -> Result<Arc<Shim>, nix::Error> {
-        let ring = Arc::new(EventRing::new(ring::CAPACITY));
+    fn start(capacity: usize) -> Result<Arc<Shim>, nix::Error> {
+        let ring = Arc::new(EventRing::new(capacity));
         let mut failed = None;
         let s = Arc::new_cyclic(|me| {
             let io = threads::Io::start(ring.clone(), me.clone())
@@ -398,6 +403,13 @@ impl Shim {
     #[cfg(all(test, not(loom)))]
     pub fn set_budget(&self, n: usize) {
         self.budget.store(n, Ordering::Relaxed);
+    }
+
+    /// Hold the drain lock, so that what the monitor reads piles up in the
+    /// ring (tests of its overflow).
+    #[cfg(all(test, not(loom)))]
+    pub fn hold_drain(&self) -> crate::sync::MutexGuard<'_, ()> {
+        self.drain.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Make the monitor stop as a read error would (tests).

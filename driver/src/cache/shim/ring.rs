@@ -187,6 +187,12 @@ impl EventRing {
         }
     }
 
+    /// Overflows so far (tests).
+    #[cfg(all(test, not(loom)))]
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Acquire)
+    }
+
     /// What [`Self::drain`] handed out is now published to the cache.
     pub fn published(&self, d: Drained) {
         self.published.store(d.head, Ordering::Release);

@@ -28,7 +28,8 @@ fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
 fn a_dead_monitor_invalidates_everything_and_serves_uncached() {
     let (space, _log) = test_backend::space(65535, None);
     // A shim of its own: the process's serves the other tests.
-    let c = RegCache::with_private_shim(space, &CacheOptions::default()).unwrap();
+    let c = RegCache::with_private_shim(space, &CacheOptions::default(), super::ring::CAPACITY)
+        .unwrap();
     assert!(c.shim_active(), "userfaultfd unavailable: {:?}", c.stats());
     let mut m = memmap2::MmapMut::map_anon(LEN).unwrap();
     m.fill(1);
@@ -102,7 +103,8 @@ fn an_munmap_invalidates_through_the_shim() {
 #[test]
 fn past_the_vma_budget_memory_is_served_uncached() {
     let (space, _log) = test_backend::space(65535, None);
-    let c = RegCache::with_private_shim(space, &CacheOptions::default()).unwrap();
+    let c = RegCache::with_private_shim(space, &CacheOptions::default(), super::ring::CAPACITY)
+        .unwrap();
     c.inner.shim.get().unwrap().shim.set_budget(1);
     let a = memmap2::MmapMut::map_anon(LEN).unwrap();
     let b = memmap2::MmapMut::map_anon(LEN).unwrap();
@@ -185,4 +187,59 @@ fn two_devices_caches_share_the_shim_and_both_see_an_munmap() {
         c2.stats().entries == 0
     });
     c2.close();
+}
+
+/// A ring that overflows (here: the drain held off while the monitor reads
+/// more unmaps than the ring holds) invalidates every registration, also
+/// those no event was read for, and the shim keeps working afterwards.
+#[test]
+fn a_ring_overflow_invalidates_everything_and_the_shim_goes_on() {
+    let (space, _log) = test_backend::space(65535, None);
+    let c = RegCache::with_private_shim(space, &CacheOptions::default(), 2).unwrap();
+    let maps: Vec<_> = (0..4)
+        .map(|_| memmap2::MmapMut::map_anon(LEN).unwrap())
+        .collect();
+    let entries: Vec<_> = maps
+        .iter()
+        .map(|m| {
+            c.acquire(m.as_ptr() as u64, LEN as u64, DmaProt::RW)
+                .unwrap()
+        })
+        .collect();
+    assert!(entries.iter().all(|e| e.subscribed));
+    let shim = &c.inner.shim.get().unwrap().shim;
+    let mut maps = maps.into_iter();
+    let kept = maps.next_back().unwrap();
+    {
+        let _held = shim.hold_drain();
+        // Three unmaps into a ring of two: each munmap returns once the
+        // monitor has read its event; the third finds the ring full.
+        for m in maps {
+            drop(m);
+        }
+        // The monitor pushes just after its read: wait for the overflow
+        // to be recorded before a drain may make room.
+        poll_until("the ring overflows", || shim.ring.overflows() == 1);
+        assert!(shim.ring.pending());
+    }
+    // The drain thread publishes the overflow: the whole address space.
+    poll_until("every entry is invalidated", || c.stats().entries == 0);
+    assert!(entries.iter().all(|e| !e.is_valid()));
+    assert!(
+        entries[3].stale_event(),
+        "no event for it, still invalidated"
+    );
+    assert!(c.shim_active(), "an overflow is not a dead monitor");
+    // The memory nobody unmapped is registered again, and watched.
+    let again = c
+        .acquire(kept.as_ptr() as u64, LEN as u64, DmaProt::RW)
+        .unwrap();
+    assert!(again.subscribed && !again.oneshot && again.is_valid());
+    drop(kept);
+    poll_until("the new entry is invalidated by its munmap", || {
+        c.stats().entries == 0
+    });
+    c.close();
+    let s = c.stats();
+    assert_eq!((s.pinned_bytes, s.retired_pending), (0, 0), "{s:?}");
 }
