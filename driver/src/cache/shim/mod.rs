@@ -180,10 +180,10 @@ impl Shim {
         Ok(Attached { shim: s, id })
     }
 
-    /// Attach the cache `weak` points to to a shim of its own (tests that
-    /// lower the budget or kill the monitor, which must not touch the
-    /// process's shim other tests use).
-    /// Its ring holds `capacity` records.
+    /// Attach the cache `weak` points to to a shim of its own, whose ring
+    /// holds `capacity` records (tests that lower the budget, kill the
+    /// monitor or overflow the ring must not touch the process's shim,
+    /// which other tests use).
     #[cfg(all(test, not(loom)))]
     pub fn attach_private(
         weak: std::sync::Weak<CacheInner>,
