@@ -333,5 +333,12 @@ fn try_h2c(r: &Rig, ch: usize, p: *const u8, len: usize, card: u64) -> fdma::Sta
     }
 }
 
+/// Copy `[p, p + len)` to the card at `at` through channel 0 and require
+/// that the card then holds `want`.
+fn h2c_expect(r: &Rig, p: *const u8, len: usize, at: u64, want: &[u8], what: &str) {
+    assert_eq!(try_h2c(r, 0, p, len, at), Ok(()), "{what}");
+    assert_same(&card(r, at, len), want, what);
+}
+
 #[path = "shim/scenarios.rs"]
 mod scenarios;

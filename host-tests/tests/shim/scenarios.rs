@@ -322,19 +322,16 @@ pub fn fork(r: &Rig) {
     );
     // The parent's registration is intact and still watched.
     let before = stats(r);
-    assert_eq!(try_h2c(r, 0, p, len, 0x10_0000), Ok(()));
-    assert_same(
-        &card(r, 0x10_0000, len),
-        &pattern(8, len),
-        "parent after fork",
-    );
+    h2c_expect(r, p, len, 0x10_0000, &pattern(8, len), "parent after fork");
     assert_eq!(stats(r).hits, before.hits + 1, "{:?}", stats(r));
     munmap(p, len);
     mmap_at(p, len, libc::MAP_FIXED_NOREPLACE);
     write(p, &pattern(9, len));
-    assert_eq!(try_h2c(r, 0, p, len, 0x20_0000), Ok(()));
-    assert_same(
-        &card(r, 0x20_0000, len),
+    h2c_expect(
+        r,
+        p,
+        len,
+        0x20_0000,
         &pattern(9, len),
         "parent re-backed after fork",
     );
@@ -350,12 +347,7 @@ pub fn ebusy(r: &Rig) {
     let before = stats(r);
     for round in 0..3u64 {
         write(p, &pattern(20 + round, len));
-        assert_eq!(try_h2c(r, 0, p, len, 0), Ok(()));
-        assert_same(
-            &card(r, 0, len),
-            &pattern(20 + round, len),
-            "uncached round",
-        );
+        h2c_expect(r, p, len, 0, &pattern(20 + round, len), "uncached round");
         munmap(p, len);
         mmap_at(p, len, libc::MAP_FIXED_NOREPLACE);
         // The new mapping is not the other userfaultfd's: own it again.
@@ -464,9 +456,11 @@ pub fn blind_memfd(r: &Rig) {
     };
     assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
     write(p, &pattern(31, len));
-    assert_eq!(try_h2c(r, 0, p, len, 0x10_0000), Ok(()));
-    assert_same(
-        &card(r, 0x10_0000, len),
+    h2c_expect(
+        r,
+        p,
+        len,
+        0x10_0000,
         &pattern(30, len),
         "blind spot: after PUNCH_HOLE the device still reads the old page",
     );
@@ -477,9 +471,11 @@ pub fn blind_memfd(r: &Rig) {
     );
     // The documented remedy.
     r.dev.cache().unwrap().invalidate(p, len).unwrap();
-    assert_eq!(try_h2c(r, 0, p, len, 0x20_0000), Ok(()));
-    assert_same(
-        &card(r, 0x20_0000, len),
+    h2c_expect(
+        r,
+        p,
+        len,
+        0x20_0000,
         &pattern(31, len),
         "after invalidate()",
     );
@@ -589,9 +585,11 @@ pub fn two_devices(r: &Rig, opts: &fdma::OpenOptions) {
         for rig in [r, &r2] {
             // A miss, then a hit, on each device.
             for card_at in [0, 0x10_0000] {
-                assert_eq!(try_h2c(rig, 0, p, len, card_at), Ok(()));
-                assert_same(
-                    &card(rig, card_at, len),
+                h2c_expect(
+                    rig,
+                    p,
+                    len,
+                    card_at,
                     &data,
                     &format!("{}: round {round}", rig.dev.name()),
                 );
