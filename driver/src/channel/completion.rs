@@ -68,7 +68,7 @@ impl ChannelCore {
             // C3: the shim published an unmap or re-backing of this job's
             // process memory before its completion was processed: its data
             // may be the old pages'. One atomic load per registration.
-            let status = if j._keep.2.iter().any(|e| e.stale_event()) {
+            let status = if j.entries.iter().any(|e| e.stale_event()) {
                 Err(FenceError::StaleMemory {
                     channel: self.index,
                     seqno: j.sig.seqno(),

@@ -180,12 +180,11 @@ struct Inflight {
     end: u32,
     sig: Signaller,
     bytes: u64,
-    /// Buffers and registrations kept alive until the fence has signalled.
-    _keep: (
-        Vec<DmaBuffer>,
-        Vec<DmaBuffer>,
-        Vec<Arc<crate::cache::Entry>>,
-    ),
+    /// Buffers read and written, kept alive until the fence has signalled.
+    _buffers: (Vec<DmaBuffer>, Vec<DmaBuffer>),
+    /// Registrations used, kept alive likewise; the completion checks
+    /// whether the shim published an event over one of them (C3).
+    entries: Vec<Arc<crate::cache::Entry>>,
 }
 
 fn entries_keep(low: &job::Lowered) -> Vec<Arc<crate::cache::Entry>> {
@@ -572,7 +571,8 @@ impl ChannelCore {
             end,
             sig,
             bytes: low.bytes,
-            _keep: (low.reads.clone(), low.writes.clone(), entries_keep(&low)),
+            _buffers: (low.reads.clone(), low.writes.clone()),
+            entries: entries_keep(&low),
         });
         if st.inflight.len() == 1 {
             st.progress = None;
